@@ -1,0 +1,107 @@
+"""`fivek describe`: a JSON summary of a dataset in the official layout."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import available_splits, label_counts, load_meta
+from .images import ImageReadError, duplicate_groups, image_info, perceptual_hashes
+
+
+def _size_summary(infos: list[dict]) -> dict:
+    if not infos:
+        return {}
+    w = np.array([i["width"] for i in infos], dtype=float)
+    h = np.array([i["height"] for i in infos], dtype=float)
+    ar = w / h
+
+    def q(a):
+        return {k: round(float(v), 3) for k, v in zip(("min", "p25", "median", "p75", "max"), np.percentile(a, [0, 25, 50, 75, 100]))}
+
+    return {
+        "width": q(w),
+        "height": q(h),
+        "aspect_w_over_h": q(ar),
+        "orientation": {
+            "landscape": int((ar > 1.05).sum()),
+            "square": int(((ar >= 0.95) & (ar <= 1.05)).sum()),
+            "portrait": int((ar < 0.95).sum()),
+        },
+        "formats": dict(Counter(i["format"] for i in infos)),
+        "modes": dict(Counter(i["mode"] for i in infos)),
+    }
+
+
+def image_table(df: pd.DataFrame, num_workers: int = 0) -> pd.DataFrame:
+    """Per row: whether the file exists / is readable, and its format, mode and size."""
+    def info(p: str) -> dict:
+        if not os.path.exists(p):
+            return {"status": "missing"}
+        try:
+            return {"status": "ok", **image_info(p)}
+        except ImageReadError as exc:
+            return {"status": "unreadable", "error": str(exc)}
+
+    with ThreadPoolExecutor(num_workers or (os.cpu_count() or 1)) as pool:
+        rows = list(pool.map(info, df["path"]))
+    return pd.DataFrame(rows, index=df.index)
+
+
+def describe_split(root: str | os.PathLike, split: str, *, duplicates: bool = True, progress: bool = False) -> dict:
+    """Summary of one split: labels (train), images found/missing/unreadable, sizes, duplicates."""
+    df = load_meta(root, split, check_files=False, strict=False)
+    problems = df.attrs["problems"]
+    out: dict = {"rows": len(df), "meta_file": df.attrs["meta_path"]}
+    if split == "train":
+        out["labels"] = label_counts(df)
+    out["problems"] = {p.kind: len(p.rows) for p in problems}
+    contradictions = next((p for p in problems if p.kind == "contradiction"), None)
+    out["contradictions"] = len(contradictions.rows) if contradictions else 0
+
+    images_dir = Path(df["path"].iloc[0]).parent if len(df) else None
+    if images_dir is None or not images_dir.is_dir():
+        out["images"] = {"found": 0, "missing": len(df), "unreadable": 0, "note": f"no images folder at {images_dir}"}
+        return out
+    table = image_table(df)
+    status = table["status"]
+    unreadable = table.loc[status == "unreadable", "error"].tolist() if "error" in table else []
+    out["images"] = {
+        "found": int((status != "missing").sum()),
+        "missing": int((status == "missing").sum()),
+        "unreadable": int((status == "unreadable").sum()),
+        "first_missing": df.loc[status == "missing", "fname"].head(5).tolist(),
+        "first_unreadable": unreadable[:5],
+        "extra_files_not_in_meta": len(set(os.listdir(images_dir)) - set(df["fname"])),
+    }
+    readable = table[status == "ok"]
+    out["image_sizes"] = _size_summary(readable.to_dict("records"))
+    if duplicates and len(readable):
+        paths = df.loc[readable.index, "path"].tolist()
+        groups = duplicate_groups(perceptual_hashes(paths, progress=progress))
+        sizes = Counter(groups)
+        multi = {g: n for g, n in sizes.items() if n > 1}
+        out["duplicates"] = {
+            "groups": len(multi),
+            "images_in_groups": int(sum(multi.values())),
+            "redundant_images": int(sum(n - 1 for n in multi.values())),
+            "largest_group": int(max(multi.values(), default=1)),
+        }
+    return out
+
+
+def describe_dataset(root: str | os.PathLike, *, duplicates: bool = True, progress: bool = False) -> dict:
+    """Summary of every split found under `root` (the official layout)."""
+    root = Path(root)
+    splits = available_splits(root)
+    if not splits:
+        raise FileNotFoundError(
+            f"no split found under {root}: expected {root}/train/train_meta.csv and/or "
+            f"{root}/public_test/public_test_meta.csv (see data/README.md)"
+        )
+    return {"root": str(root), "splits": {s: describe_split(root, s, duplicates=duplicates, progress=progress) for s in splits}}
