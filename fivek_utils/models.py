@@ -1,0 +1,222 @@
+"""Two-head EfficientNet / EfficientNetV2 models built from `keras.applications` backbones.
+
+The model takes pixels in [0, 255] at any size and owns its preprocessing. It has two sigmoid
+outputs, `mask` and `distancing`; the 5K answer is derived from them (see `decide_5k`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+
+HEADS = ("mask", "distancing")
+
+# keras.applications constructor name -> short variant name used for ImageNet-21k checkpoints
+BACKBONES: dict[str, str | None] = {
+    **{f"EfficientNetB{i}": None for i in range(8)},
+    "EfficientNetV2B0": "b0",
+    "EfficientNetV2B1": "b1",
+    "EfficientNetV2B2": "b2",
+    "EfficientNetV2B3": "b3",
+    "EfficientNetV2S": "s",
+    "EfficientNetV2M": "m",
+    "EfficientNetV2L": "l",
+}
+KERAS_WEIGHTS = (None, "imagenet")
+HUB_WEIGHTS = ("imagenet21k", "imagenet21k-ft1k")
+
+
+class ModelConfigError(ValueError):
+    """A backbone or weights setting that cannot be built."""
+
+
+def check_backbone(name: str) -> str:
+    """Return `name` if it is a supported keras.applications backbone, else say what is."""
+    if name not in BACKBONES:
+        raise ModelConfigError(f"backbone={name!r} is not supported; choose one of {sorted(BACKBONES)}")
+    return name
+
+
+def is_v2(name: str) -> bool:
+    return check_backbone(name).startswith("EfficientNetV2")
+
+
+def build_backbone(name: str, *, include_preprocessing: bool = True, weights: str | None = None) -> keras.Model:
+    """A headless keras.applications backbone for any input size (no pooling, no top).
+
+    `include_preprocessing=False` (V2 only) makes a backbone that expects already-normalised
+    inputs, which is what converted ImageNet-21k checkpoints need.
+    """
+    check_backbone(name)
+    ctor = getattr(keras.applications, name)
+    kwargs = dict(include_top=False, weights=weights, input_shape=(None, None, 3), pooling=None)
+    if is_v2(name):
+        kwargs["include_preprocessing"] = include_preprocessing
+    elif not include_preprocessing:
+        raise ModelConfigError(f"{name} always includes its preprocessing; only EfficientNetV2 can omit it")
+    try:
+        return ctor(**kwargs)
+    except Exception as exc:  # keras raises plain Exceptions for download failures
+        if weights == "imagenet":
+            raise ModelConfigError(
+                f"could not get keras.applications ImageNet weights for {name} ({exc}). They are "
+                "downloaded on first use: run once with internet, or set weights to a local file."
+            ) from exc
+        raise
+
+
+def build_model(
+    backbone: str = "EfficientNetV2B0",
+    weights: str | None = None,
+    dropout: float = 0.2,
+    *,
+    name: str | None = None,
+) -> keras.Model:
+    """Build the two-head classifier.
+
+    Args:
+        backbone: a key of `BACKBONES`.
+        weights: None (random), "imagenet" (keras.applications, ImageNet-1k),
+            "imagenet21k" / "imagenet21k-ft1k" (official EfficientNetV2 checkpoints,
+            converted once and cached, see `fivek_utils.weights`), or a local
+            `.weights.h5`, `.keras` or SavedModel folder.
+        dropout: rate of the dropout before the two heads.
+    """
+    check_backbone(backbone)
+    inputs = keras.Input((None, None, 3), name="image")  # float pixels in [0, 255]
+    source = _classify_weights(weights)
+
+    if source == "hub" or source == "savedmodel":
+        if not is_v2(backbone):
+            raise ModelConfigError(f"weights={weights!r} exist only for EfficientNetV2 backbones, not {backbone}")
+        from .weights import resolve_pretrained
+
+        weights_file, scale, offset = resolve_pretrained(backbone, weights)
+        base = build_backbone(backbone, include_preprocessing=False)
+        base.load_weights(weights_file)
+        x = keras.layers.Rescaling(scale, offset, name="preprocess")(inputs)
+    else:
+        base = build_backbone(backbone, weights="imagenet" if source == "imagenet" else None)
+        x = inputs
+    x = base(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    # float32 outputs keep the sigmoid stable under mixed precision
+    outputs = {h: keras.layers.Dense(1, activation="sigmoid", name=h, dtype="float32")(x) for h in HEADS}
+    model = keras.Model(inputs, outputs, name=name or f"fivek_{backbone.lower()}")
+
+    if source in ("keras_file", "weights_file"):
+        load_model_weights(model, weights)
+    return model
+
+
+def _classify_weights(weights: str | None) -> str:
+    if weights is None:
+        return "none"
+    if weights == "imagenet":
+        return "imagenet"
+    if weights in HUB_WEIGHTS:
+        return "hub"
+    path = Path(str(weights)).expanduser()
+    if path.is_dir():
+        return "savedmodel"
+    if str(path).endswith(".weights.h5"):
+        if not path.exists():
+            raise FileNotFoundError(f"weights file {path} does not exist")
+        return "weights_file"
+    if path.suffix == ".keras":
+        if not path.exists():
+            raise FileNotFoundError(f"model file {path} does not exist")
+        return "keras_file"
+    raise ModelConfigError(
+        f"weights={weights!r}: use None, 'imagenet', 'imagenet21k', 'imagenet21k-ft1k', "
+        "or an existing .weights.h5 / .keras file or SavedModel folder"
+    )
+
+
+def load_model_weights(model: keras.Model, path: str | Path) -> keras.Model:
+    """Load a full fivek model's weights from `.weights.h5` or `.keras`, or backbone-only weights.
+
+    Any mismatch is an error: a model is never left partly initialised at random.
+    """
+    path = Path(path)
+    if path.suffix == ".keras":
+        saved = keras.saving.load_model(path, compile=False, safe_mode=True)
+        _copy_weights(saved, model, path)
+        return model
+    try:
+        model.load_weights(path)
+    except Exception as full_err:
+        base = get_backbone(model)
+        try:
+            base.load_weights(path)
+        except Exception as base_err:
+            raise ModelConfigError(
+                f"{path} fits neither this model ({model.name}) nor its backbone ({base.name}): "
+                f"model: {full_err}; backbone: {base_err}"
+            ) from base_err
+    return model
+
+
+def _copy_weights(src: keras.Model, dst: keras.Model, path: Path) -> None:
+    sw, dw = src.get_weights(), dst.get_weights()
+    if len(sw) != len(dw) or any(a.shape != b.shape for a, b in zip(sw, dw)):
+        raise ModelConfigError(f"{path} holds a different architecture ({src.name}) than {dst.name}")
+    dst.set_weights(sw)
+
+
+def get_backbone(model: keras.Model) -> keras.Model:
+    """The nested keras.applications backbone of a fivek model."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    raise ModelConfigError(f"{model.name} has no nested backbone model")
+
+
+_BLOCK = re.compile(r"^block(\d+)")
+
+
+def backbone_stages(base: keras.Model) -> int:
+    """Number of stages (block<stage><letter>) in a keras.applications EfficientNet."""
+    return max(int(m.group(1)) for layer in base.layers if (m := _BLOCK.match(layer.name)))
+
+
+def set_trainable(model: keras.Model, blocks: int) -> int:
+    """Freeze the backbone except its top `blocks` stages (and top conv); -1 unfreezes all.
+
+    BatchNormalization layers always stay frozen: with small fine-tuning batches their
+    statistics would drift away from the pretrained ones (Keras transfer-learning guide).
+    Returns the number of trainable weight tensors in the backbone.
+    """
+    base = get_backbone(model)
+    if blocks == 0:
+        base.trainable = False
+        return 0
+    base.trainable = True
+    first = 1 if blocks < 0 else backbone_stages(base) - blocks + 1
+    for layer in base.layers:
+        m = _BLOCK.match(layer.name)
+        in_top = layer.name.startswith("top_") or (m is not None and int(m.group(1)) >= first)
+        if blocks < 0:
+            in_top = in_top or layer.name.startswith("stem_")
+        layer.trainable = in_top and not isinstance(layer, keras.layers.BatchNormalization)
+    return len(base.trainable_weights)
+
+
+def set_dropout(model: keras.Model, rate: float) -> None:
+    """Change the head dropout in place (progressive learning); recompile afterwards."""
+    model.get_layer("head_dropout").rate = float(rate)
+
+
+# --- the 5K rule -------------------------------------------------------------------------
+def combine_5k(p_mask, p_distancing):
+    """P(5K) = P(mask) * P(distancing): both must hold; the heads are treated as independent."""
+    return np.asarray(p_mask, dtype="float64") * np.asarray(p_distancing, dtype="float64")
+
+
+def decide_5k(p_mask, p_distancing, t_mask: float = 0.5, t_distancing: float = 0.5) -> np.ndarray:
+    """5K = 1 exactly when both heads clear their thresholds, as 5k = mask AND distancing."""
+    return ((np.asarray(p_mask) >= t_mask) & (np.asarray(p_distancing) >= t_distancing)).astype("int64")

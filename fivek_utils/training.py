@@ -1,0 +1,260 @@
+"""Training: the masked loss, warm-up + cosine schedules, callbacks and the two-phase recipe.
+
+Every labelled value trains: a row with a blank `distancing` still trains `mask`, and the
+reverse, because the loss of each head skips rows whose label is blank (-1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from .config import CACHE_DIR, Config
+from .data import label_array, load_meta
+from .images import load_images
+from .io import atomic_write_json, save_keras
+from .metrics import evaluate, f1_5k, summary_row
+from .models import HEADS, set_trainable
+from .pipeline import make_predict_dataset, make_train_dataset
+
+
+# --- loss and schedule -------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="fivek")
+class MaskedBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy averaged over the rows whose label is known (label >= 0).
+
+    A blank label (-1) contributes neither to the loss nor to its gradient; a batch whose
+    labels are all blank has loss 0.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "masked_bce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
+        known = keras.ops.cast(y_true >= 0, y_pred.dtype)
+        target = keras.ops.where(y_true >= 0, y_true, keras.ops.zeros_like(y_true))
+        if self.label_smoothing:
+            target = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        eps = keras.config.epsilon()
+        p = keras.ops.clip(y_pred, eps, 1.0 - eps)
+        bce = -(target * keras.ops.log(p) + (1.0 - target) * keras.ops.log(1.0 - p))
+        return keras.ops.sum(bce * known) / keras.ops.maximum(keras.ops.sum(known), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def warmup_cosine(base_lr: float, total_steps: int, warmup_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up from 0 to `base_lr`, then cosine decay to 0 at `total_steps`."""
+    warmup_steps = int(min(max(warmup_steps, 0), max(total_steps - 1, 0)))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=base_lr,
+        warmup_steps=warmup_steps,
+    )
+
+
+def compile_model(model: keras.Model, optimizer, *, label_smoothing: float = 0.0, jit_compile: bool = False) -> keras.Model:
+    """Compile with the masked loss on both heads (metrics come from `ValidationMetrics`)."""
+    model.compile(
+        optimizer=optimizer,
+        loss={h: MaskedBinaryCrossentropy(label_smoothing) for h in HEADS},
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def make_optimizer(schedule, weight_decay: float) -> keras.optimizers.Optimizer:
+    """AdamW; norms and biases are excluded from weight decay."""
+    opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return opt
+
+
+# --- prediction -------------------------------------------------------------------------
+def predict_probs(model: keras.Model, images: np.ndarray, batch_size: int = 64, *, flip: bool = False) -> np.ndarray:
+    """(N, 2) probabilities of (mask, distancing) for uint8 letterboxed images."""
+    out = model.predict(make_predict_dataset(images, batch_size, flip=flip), verbose=0)
+    return np.concatenate([np.asarray(out[h]).reshape(-1, 1) for h in HEADS], axis=1)
+
+
+# --- callbacks -------------------------------------------------------------------------------
+class ValidationMetrics(keras.callbacks.Callback):
+    """Adds scikit-learn metrics on the full validation set to the epoch logs.
+
+    Logs `val_f1_5k` (5K rule at 0.5/0.5), `val_auc_5k` and per-head F1/AUC, so that the
+    checkpoint and early-stopping callbacks after it can monitor them. Must come before them
+    in the callback list.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 64):
+        super().__init__()
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.last_probs: np.ndarray | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs = predict_probs(self.model, self.images, self.batch_size)
+        self.last_probs = probs
+        table = evaluate(self.labels, probs)
+        if logs is not None:
+            logs.update({k.lower(): v for k, v in summary_row(table, "val_").items() if "precision" not in k and "recall" not in k})
+            logs["val_f1_5k"] = f1_5k(self.labels, probs)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model (atomically, `.keras`) whenever `monitor` improves.
+
+    The best value is kept in a JSON beside the file, so a resumed run (BackupAndRestore)
+    never replaces a better checkpoint with a worse one.
+    """
+
+    def __init__(self, path: str | Path, monitor: str = "val_f1_5k", mode: str = "max"):
+        super().__init__()
+        self.path, self.monitor, self.mode = Path(path), monitor, mode
+        self.state_path = self.path.with_suffix(".json")
+        self.best = -math.inf if mode == "max" else math.inf
+        if self.state_path.exists() and self.path.exists():
+            self.best = json.loads(self.state_path.read_text())["best"]
+
+    def _better(self, value: float) -> bool:
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value) or not self._better(float(value)):
+            return
+        self.best = float(value)
+        save_keras(self.model, self.path)
+        atomic_write_json(self.state_path, {"best": self.best, "epoch": int(epoch), "monitor": self.monitor, "logs": {k: float(v) for k, v in logs.items()}})
+
+
+# --- data -----------------------------------------------------------------------------------
+@dataclass
+class TrainingData:
+    """Training rows with their decoded images and (mask, distancing) labels (-1 = blank)."""
+
+    df: pd.DataFrame
+    images: np.ndarray
+    labels: np.ndarray
+    skipped: dict[str, str] = field(default_factory=dict)  # fname -> why
+
+    def subset(self, rows: np.ndarray) -> "TrainingData":
+        return TrainingData(self.df.iloc[rows].reset_index(drop=True), self.images[rows], self.labels[rows])
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+
+def load_training_data(cfg: Config, size: int | None = None, *, progress: bool = True) -> TrainingData:
+    """Load, validate and decode the training split; unreadable images are counted and skipped."""
+    size = size or cfg.image_size
+    df = load_meta(cfg.data_path, "train")
+    if cfg.max_train_images and cfg.max_train_images < len(df):
+        df = df.sample(n=cfg.max_train_images, random_state=cfg.seed).sort_index()
+    df = df.reset_index(drop=True)
+    decoded = load_images(df["path"].tolist(), size, cache_dir=CACHE_DIR, num_workers=cfg.num_workers, progress=progress, desc="train")
+    skipped = {df["fname"].iloc[i]: msg for i, msg in decoded.errors.items()}
+    if skipped:
+        print(decoded.report("training images"))
+    keep = np.flatnonzero(decoded.ok)
+    df = df.iloc[keep].reset_index(drop=True)
+    return TrainingData(df, decoded.images[keep], label_array(df), skipped)
+
+
+# --- the two-phase recipe ------------------------------------------------------------------
+def _steps(n: int, batch_size: int) -> int:
+    return max(1, n // batch_size)
+
+
+def fit_phase(
+    model: keras.Model,
+    train: TrainingData,
+    val: TrainingData,
+    *,
+    name: str,
+    run_dir: Path,
+    epochs: int,
+    base_lr: float,
+    trainable_blocks: int,
+    cfg: Config,
+    best: BestCheckpoint,
+    early_stopping: bool,
+    callbacks: list | None = None,
+) -> pd.DataFrame:
+    """One resumable training phase; returns its per-epoch log."""
+    done = run_dir / f"{name}.done.weights.h5"
+    log_path = run_dir / f"{name}_log.csv"
+    set_trainable(model, trainable_blocks)
+    steps = _steps(len(train), cfg.batch_size)
+    schedule = warmup_cosine(base_lr, steps * epochs, round(cfg.warmup_epochs * steps))
+    compile_model(model, make_optimizer(schedule, cfg.weight_decay), label_smoothing=cfg.label_smoothing, jit_compile=cfg.jit_compile)
+    if done.exists():
+        print(f"{name}: already finished, loading {done.name}")
+        model.optimizer.build(model.trainable_variables)  # so its saved state loads too
+        model.load_weights(done)
+        return pd.read_csv(log_path) if log_path.exists() else pd.DataFrame()
+    if epochs <= 0:
+        return pd.DataFrame()
+    ds = make_train_dataset(
+        train.images, train.labels, cfg.batch_size, seed=cfg.seed,
+        randaugment_magnitude=cfg.randaugment_magnitude, mixup_alpha=cfg.mixup_alpha,
+    )
+    all_callbacks = [
+        ValidationMetrics(val.images, val.labels, cfg.batch_size * 2),
+        best,
+        keras.callbacks.CSVLogger(str(log_path), append=True),
+        keras.callbacks.BackupAndRestore(str(run_dir / f"{name}_backup")),
+        *(callbacks or []),
+    ]
+    if early_stopping:
+        all_callbacks.append(keras.callbacks.EarlyStopping("val_f1_5k", mode="max", patience=cfg.early_stopping_patience))
+    t0 = time.time()
+    model.fit(ds, epochs=epochs, callbacks=all_callbacks, verbose=2, shuffle=False)
+    print(f"{name}: {epochs} epoch(s) in {time.time() - t0:.0f}s")
+    save_keras(model, done)
+    return pd.read_csv(log_path)
+
+
+def train_two_phase(
+    model: keras.Model,
+    train: TrainingData,
+    val: TrainingData,
+    cfg: Config,
+    run_dir: Path | None = None,
+    callbacks: list | None = None,
+) -> pd.DataFrame:
+    """Head on a frozen backbone, then the top blocks with BatchNorm frozen and a lower LR.
+
+    The best model by validation 5K F1 across both phases is saved as `best.keras` and
+    loaded back into `model` at the end. Re-running after an interruption resumes.
+    """
+    run_dir = Path(run_dir or cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    best = BestCheckpoint(run_dir / "best.keras")
+    common = dict(run_dir=run_dir, cfg=cfg, best=best, callbacks=callbacks)
+    head = fit_phase(model, train, val, name="phase1_head", epochs=cfg.epochs_head, base_lr=cfg.lr_head,
+                     trainable_blocks=0, early_stopping=False, **common)
+    tune = fit_phase(model, train, val, name="phase2_finetune", epochs=cfg.epochs_finetune, base_lr=cfg.lr_finetune,
+                     trainable_blocks=cfg.unfreeze_blocks, early_stopping=True, **common)
+    history = pd.concat([head.assign(phase="head"), tune.assign(phase="finetune")], ignore_index=True)
+    history["epoch"] = np.arange(1, len(history) + 1)
+    load_best(model, run_dir / "best.keras")
+    return history
+
+
+def load_best(model: keras.Model, path: Path) -> keras.Model:
+    """Load the best checkpoint's weights into `model` (when one was written)."""
+    if Path(path).exists():
+        saved = keras.saving.load_model(path, compile=False)
+        model.set_weights(saved.get_weights())
+    return model

@@ -1,0 +1,61 @@
+"""Metrics per head and for 5K, the 5K rule, and threshold tuning."""
+
+import numpy as np
+from sklearn.metrics import f1_score, roc_auc_score
+
+from fivek_utils.data import MISSING
+from fivek_utils.metrics import evaluate, f1_5k, tune_thresholds, truth_5k
+from fivek_utils.models import combine_5k, decide_5k
+
+
+def test_truth_5k_follows_the_label_rules():
+    labels = np.array([[1, 1], [1, 0], [0, MISSING], [MISSING, 0], [1, MISSING], [MISSING, 1]], float)
+    assert truth_5k(labels).tolist() == [1, 0, 0, 0, -1, -1]
+
+
+def test_5k_rule_needs_both_heads():
+    pm, pd_ = np.array([0.9, 0.9, 0.2, 0.6]), np.array([0.8, 0.3, 0.9, 0.55])
+    assert decide_5k(pm, pd_).tolist() == [1, 0, 0, 1]
+    assert decide_5k(pm, pd_, 0.5, 0.6).tolist() == [1, 0, 0, 0]
+    assert np.allclose(combine_5k(pm, pd_), pm * pd_)
+
+
+def test_evaluate_matches_sklearn_on_known_rows():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (200, 2)).astype(float)
+    labels[rng.random(200) < 0.2, 0] = MISSING
+    labels[rng.random(200) < 0.3, 1] = MISSING
+    probs = np.clip(labels * 0.5 + rng.random((200, 2)) * 0.6, 0, 1)
+    table = evaluate(labels, probs, {"mask": 0.4, "distancing": 0.6, "5k_mask": 0.5, "5k_distancing": 0.45})
+    for i, h in enumerate(("mask", "distancing")):
+        known = labels[:, i] >= 0
+        t = 0.4 if h == "mask" else 0.6
+        assert np.isclose(table.loc[h, "f1"], f1_score(labels[known, i], probs[known, i] >= t))
+        assert np.isclose(table.loc[h, "auc"], roc_auc_score(labels[known, i], probs[known, i]))
+        assert table.loc[h, "n"] == known.sum()
+        assert table.loc[h, ["tn", "fp", "fn", "tp"]].sum() == known.sum()
+    y5 = truth_5k(labels)
+    known = y5 >= 0
+    pred = (probs[:, 0] >= 0.5) & (probs[:, 1] >= 0.45)
+    assert table.loc["5K", "n"] == known.sum() > ((labels >= 0).all(1)).sum()  # implied zeros count too
+    assert np.isclose(table.loc["5K", "f1"], f1_score(y5[known], pred[known]))
+    assert np.isclose(table.loc["5K", "auc"], roc_auc_score(y5[known], probs[known, 0] * probs[known, 1]))
+
+
+def test_tuned_thresholds_beat_or_equal_defaults_and_are_consistent():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, (300, 2)).astype(float)
+    # a model whose scores are shifted up: 0.5 is a poor threshold, about 0.7 is right
+    probs = np.clip(0.45 + 0.3 * labels + rng.normal(0, 0.08, (300, 2)), 0, 1)
+    t = tune_thresholds(labels, probs)
+    assert t["f1_5K"] >= f1_5k(labels, probs) + 0.05
+    assert 0.55 < t["5k_mask"] < 0.85 and 0.55 < t["5k_distancing"] < 0.85
+    assert np.isclose(evaluate(labels, probs, t).loc["5K", "f1"], t["f1_5K"])
+    assert np.isclose(evaluate(labels, probs, t).loc["mask", "f1"], t["f1_mask"])
+
+
+def test_perfectly_separable_scores_reach_f1_one():
+    labels = np.array([[1, 1], [1, 0], [0, 1], [0, 0], [1, 1]] * 10, float)
+    probs = np.where(labels == 1, 0.8, 0.3)
+    t = tune_thresholds(labels, probs)
+    assert t["f1_mask"] == 1.0 and t["f1_distancing"] == 1.0 and t["f1_5K"] == 1.0
