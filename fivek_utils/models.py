@@ -126,6 +126,10 @@ def _classify_weights(weights: str | None) -> str:
     if str(path).endswith(".weights.h5"):
         if not path.exists():
             raise FileNotFoundError(f"weights file {path} does not exist")
+        from .weights import is_converted_backbone
+
+        if is_converted_backbone(path):  # a converted 21k backbone: its sidecar names its Rescaling
+            return "savedmodel"
         return "weights_file"
     if path.suffix == ".keras":
         if not path.exists():
@@ -208,7 +212,11 @@ def set_trainable(model: keras.Model, blocks: int) -> int:
 
 def set_dropout(model: keras.Model, rate: float) -> None:
     """Change the head dropout in place (progressive learning); recompile afterwards."""
-    model.get_layer("head_dropout").rate = float(rate)
+    layer = model.get_layer("head_dropout")
+    if rate > 0 and not hasattr(layer, "seed_generator"):
+        # Keras gives a Dropout built with rate 0 no random state, so it can never drop
+        raise ModelConfigError(f"{model.name} was built with dropout 0; build it with a positive dropout to raise it later")
+    layer.rate = float(rate)
 
 
 # --- the 5K rule -------------------------------------------------------------------------

@@ -171,11 +171,94 @@ def load_training_data(cfg: Config, size: int | None = None, *, progress: bool =
     return TrainingData(df, decoded.images[keep], label_array(df), skipped)
 
 
-# --- the two-phase recipe ------------------------------------------------------------------
-def _steps(n: int, batch_size: int) -> int:
+# --- resumable fitting -------------------------------------------------------------------------
+class EpochTimer(keras.callbacks.Callback):
+    """Logs training seconds and images per second of each epoch (validation excluded).
+
+    Must come first in the callback list, so that it stops the clock before validation.
+    """
+
+    def __init__(self, images_per_epoch: int):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._t0
+        if logs is not None:
+            logs["train_seconds"] = seconds
+            logs["images_per_second"] = self.images_per_epoch / max(seconds, 1e-9)
+
+
+class AddToLogs(keras.callbacks.Callback):
+    """Adds constant values (stage, image size, ...) to every epoch's logs."""
+
+    def __init__(self, values: dict):
+        super().__init__()
+        self.values = values
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.values)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, n // batch_size)
 
 
+def fit_resumable(
+    model: keras.Model,
+    ds,
+    val: TrainingData,
+    *,
+    name: str,
+    run_dir: Path,
+    epochs: int,
+    images_per_epoch: int,
+    best: BestCheckpoint,
+    initial_epoch: int = 0,
+    patience: int | None = None,
+    log_values: dict | None = None,
+    callbacks: list | None = None,
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """Fit a compiled model for `epochs` epochs so that a re-run after a crash resumes.
+
+    Finished parts leave `<name>.done.weights.h5` (weights and optimizer state) and are
+    skipped next time; an unfinished part resumes from its last epoch (BackupAndRestore).
+    Returns the part's per-epoch log.
+    """
+    done = run_dir / f"{name}.done.weights.h5"
+    log_path = run_dir / f"{name}_log.csv"
+    if done.exists():
+        print(f"{name}: already finished, loading {done.name}")
+        model.optimizer.build(model.trainable_variables)  # so its saved state loads too
+        model.load_weights(done)
+        return pd.read_csv(log_path) if log_path.exists() else pd.DataFrame()
+    if epochs <= 0:
+        return pd.DataFrame()
+    all_callbacks = [
+        EpochTimer(images_per_epoch),
+        ValidationMetrics(val.images, val.labels, batch_size),
+        AddToLogs(log_values or {}),
+        best,
+        keras.callbacks.CSVLogger(str(log_path), append=True),
+        keras.callbacks.BackupAndRestore(str(run_dir / f"{name}_backup")),
+        *(callbacks or []),
+    ]
+    if patience is not None:
+        all_callbacks.append(keras.callbacks.EarlyStopping("val_f1_5k", mode="max", patience=patience))
+    t0 = time.time()
+    model.fit(ds, initial_epoch=initial_epoch, epochs=initial_epoch + epochs, callbacks=all_callbacks, verbose=2, shuffle=False)
+    print(f"{name}: finished in {time.time() - t0:.0f}s")
+    save_keras(model, done)
+    return pd.read_csv(log_path)
+
+
+# --- the two-phase recipe ------------------------------------------------------------------
 def fit_phase(
     model: keras.Model,
     train: TrainingData,
@@ -191,38 +274,20 @@ def fit_phase(
     early_stopping: bool,
     callbacks: list | None = None,
 ) -> pd.DataFrame:
-    """One resumable training phase; returns its per-epoch log."""
-    done = run_dir / f"{name}.done.weights.h5"
-    log_path = run_dir / f"{name}_log.csv"
+    """One phase: set what trains, compile with its own warm-up + cosine schedule, fit."""
     set_trainable(model, trainable_blocks)
-    steps = _steps(len(train), cfg.batch_size)
+    steps = steps_per_epoch(len(train), cfg.batch_size)
     schedule = warmup_cosine(base_lr, steps * epochs, round(cfg.warmup_epochs * steps))
     compile_model(model, make_optimizer(schedule, cfg.weight_decay), label_smoothing=cfg.label_smoothing, jit_compile=cfg.jit_compile)
-    if done.exists():
-        print(f"{name}: already finished, loading {done.name}")
-        model.optimizer.build(model.trainable_variables)  # so its saved state loads too
-        model.load_weights(done)
-        return pd.read_csv(log_path) if log_path.exists() else pd.DataFrame()
-    if epochs <= 0:
-        return pd.DataFrame()
     ds = make_train_dataset(
         train.images, train.labels, cfg.batch_size, seed=cfg.seed,
         randaugment_magnitude=cfg.randaugment_magnitude, mixup_alpha=cfg.mixup_alpha,
+    ) if not (run_dir / f"{name}.done.weights.h5").exists() and epochs > 0 else None
+    return fit_resumable(
+        model, ds, val, name=name, run_dir=run_dir, epochs=epochs, images_per_epoch=steps * cfg.batch_size,
+        best=best, patience=cfg.early_stopping_patience if early_stopping else None,
+        log_values={"image_size": int(train.images.shape[1])}, callbacks=callbacks, batch_size=cfg.batch_size * 2,
     )
-    all_callbacks = [
-        ValidationMetrics(val.images, val.labels, cfg.batch_size * 2),
-        best,
-        keras.callbacks.CSVLogger(str(log_path), append=True),
-        keras.callbacks.BackupAndRestore(str(run_dir / f"{name}_backup")),
-        *(callbacks or []),
-    ]
-    if early_stopping:
-        all_callbacks.append(keras.callbacks.EarlyStopping("val_f1_5k", mode="max", patience=cfg.early_stopping_patience))
-    t0 = time.time()
-    model.fit(ds, epochs=epochs, callbacks=all_callbacks, verbose=2, shuffle=False)
-    print(f"{name}: {epochs} epoch(s) in {time.time() - t0:.0f}s")
-    save_keras(model, done)
-    return pd.read_csv(log_path)
 
 
 def train_two_phase(
