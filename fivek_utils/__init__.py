@@ -42,6 +42,8 @@ _EXPORTS = {
     "make_train_dataset": "pipeline", "make_predict_dataset": "pipeline",
     "evaluate": "metrics", "tune_thresholds": "metrics", "f1_curves": "metrics", "truth_5k": "metrics",
     "gradcam": "explain",
+    "load_ensemble": "inference", "predict_split": "inference", "predict_tta": "inference",
+    "write_submission": "submission", "check_submission": "submission", "SubmissionError": "submission",
     "save_run": "runs", "load_metrics": "runs", "compare_runs": "runs", "predictions_frame": "runs",
     # plots
     "plot_label_balance": "plots", "plot_cooccurrence": "plots", "plot_image_sizes": "plots",
@@ -53,6 +55,8 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
+    if name == "io":  # the atomic-write helpers, as fk.io.atomic_write_csv(...)
+        return importlib.import_module(".io", __name__)
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value

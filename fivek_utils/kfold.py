@@ -1,0 +1,178 @@
+"""K-fold training with out-of-fold predictions, and the measurements a competitor trusts.
+
+Each fold trains a fresh model with the configured recipe (two-phase or progressive),
+reloads its best checkpoint and predicts its validation fold (the out-of-fold rows) with
+every test-time augmentation. Finished folds are not retrained when a run is resumed.
+
+Out-of-fold rows measure a single model and TTA honestly. They cannot measure the fold
+ensemble (every other fold model trained on them), so an optional hold-out set, kept out of
+every fold, measures the ensemble's gain.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from .config import Config
+from .inference import check_tta, predict_tta
+from .io import atomic_path, atomic_write_json, save_keras
+from .metrics import evaluate, tune_thresholds
+from .models import HEADS, build_model
+from .training import TrainingData, train_two_phase
+
+
+class FoldError(RuntimeError):
+    """Training or predicting one fold failed; the message names the fold."""
+
+
+@dataclass
+class KFoldResult:
+    """Out-of-fold and hold-out predictions of a k-fold run."""
+
+    oof: np.ndarray  # (N, T, 2): each row predicted by the model that did not train on it
+    folds: np.ndarray  # (N,)
+    holdout: np.ndarray | None  # (k, T, H, 2): every fold model on the hold-out rows
+    tta: list[str]
+    histories: dict[int, pd.DataFrame]
+    seconds: dict[int, float]
+
+
+def train_size(cfg: Config) -> int:
+    """The image size fold models are evaluated and used at (progressive: the last stage's)."""
+    if cfg.fold_recipe == "progressive":
+        from .progressive import make_schedule
+
+        return make_schedule(cfg)[-1].image_size
+    return cfg.image_size
+
+
+def _train_one(cfg: Config, train: TrainingData, val: TrainingData, fold_dir: Path) -> tuple[keras.Model, pd.DataFrame]:
+    if cfg.fold_recipe == "progressive":
+        from .progressive import make_schedule, train_progressive
+
+        stages = make_schedule(cfg)
+        model = build_model(cfg.backbone, cfg.weights, stages[0].dropout)
+        return model, train_progressive(model, train, val, cfg, stages, fold_dir)
+    model = build_model(cfg.backbone, cfg.weights, cfg.dropout)
+    return model, train_two_phase(model, train, val, cfg, fold_dir)
+
+
+def run_kfold(
+    cfg: Config,
+    data: TrainingData,
+    folds: np.ndarray,
+    holdout: TrainingData | None = None,
+    run_dir: Path | None = None,
+) -> KFoldResult:
+    """Train every fold (skipping finished ones) and collect OOF and hold-out predictions."""
+    run_dir = Path(run_dir or cfg.run_dir)
+    tta = check_tta(cfg.tta)
+    n_folds = int(folds.max()) + 1
+    oof = np.full((len(data), len(tta), 2), np.nan)
+    hold = np.full((n_folds, len(tta), len(holdout), 2), np.nan) if holdout is not None and len(holdout) else None
+    histories, seconds = {}, {}
+    for k in range(n_folds):
+        fold_dir = run_dir / f"fold{k}"
+        preds_path = fold_dir / "predictions.npz"
+        val_rows = np.flatnonzero(folds == k)
+        if preds_path.exists() and (fold_dir / "model.keras").exists():
+            with np.load(preds_path) as z:
+                oof[val_rows], saved_hold = z["oof"], z["holdout"]
+            if hold is not None and saved_hold.size:
+                hold[k] = saved_hold
+            print(f"fold {k}: already finished, predictions loaded")
+            continue
+        print(f"--- fold {k + 1}/{n_folds}: train {int((folds != k).sum())} rows, validate {len(val_rows)} rows ---", flush=True)
+        t0 = time.time()
+        try:
+            model, history = _train_one(cfg, data.subset(np.flatnonzero(folds != k)), data.subset(val_rows), fold_dir)
+            oof[val_rows] = np.moveaxis(predict_tta(model, data.images[val_rows], tta, cfg.batch_size * 2), 0, 1)
+            hold_k = predict_tta(model, holdout.images, tta, cfg.batch_size * 2) if hold is not None else np.zeros((0,))
+            if hold is not None:
+                hold[k] = hold_k
+            save_keras(model, fold_dir / "model.keras")
+            with atomic_path(preds_path) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, oof=oof[val_rows], holdout=hold_k, rows=val_rows)
+        except Exception as exc:
+            raise FoldError(f"fold {k} (of {n_folds}) failed: {type(exc).__name__}: {exc}; "
+                            f"finished folds are kept and skipped when you run again") from exc
+        histories[k], seconds[k] = history, time.time() - t0
+        print(f"fold {k}: done in {seconds[k]:.0f}s", flush=True)
+        keras.backend.clear_session()  # free the fold's graphs before the next model
+    return KFoldResult(oof, folds, hold, tta, histories, seconds)
+
+
+def base_rates(labels: np.ndarray) -> dict:
+    """Share of positives among known labels per head (the fallback for unreadable images)."""
+    return {h: float(labels[labels[:, i] >= 0, i].mean()) for i, h in enumerate(HEADS)}
+
+
+def fold_spread(labels: np.ndarray, probs: np.ndarray, folds: np.ndarray, thresholds: dict) -> pd.DataFrame:
+    """F1 and AUC per fold at the OOF thresholds, with mean and standard deviation."""
+    rows = {}
+    for k in np.unique(folds):
+        t = evaluate(labels[folds == k], probs[folds == k], thresholds)
+        rows[f"fold {k}"] = {f"{m} {target}": t.loc[target, m] for target in t.index for m in ("f1", "auc")}
+    table = pd.DataFrame(rows).T
+    return pd.concat([table, table.agg(["mean", "std"])])
+
+
+def _scores(labels, probs, thresholds) -> dict:
+    t = evaluate(labels, probs, thresholds)
+    return {"F1 5K": t.loc["5K", "f1"], "AUC 5K": t.loc["5K", "auc"], "F1 mask": t.loc["mask", "f1"], "F1 distancing": t.loc["distancing", "f1"]}
+
+
+def gain_table(result: KFoldResult, labels: np.ndarray, holdout_labels: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
+    """What TTA and the fold ensemble buy, with thresholds tuned on OOF rows only.
+
+    Returns the table and the thresholds of each variant. OOF rows: one model per row,
+    with and without TTA (thresholds tuned on those rows, so both are equally optimistic).
+    Hold-out rows (if any): a single fold model (mean over folds) against the averaged
+    ensemble, all at the OOF thresholds, so these rows are scored honestly.
+    """
+    ident = result.tta.index("identity") if "identity" in result.tta else 0
+    variants = {"no TTA": result.oof[:, ident], "TTA": result.oof.mean(axis=1)}
+    thresholds = {name: tune_thresholds(labels, p) for name, p in variants.items()}
+    rows = {f"OOF: single model, {name}": _scores(labels, p, thresholds[name]) for name, p in variants.items()}
+    if result.holdout is not None and holdout_labels is not None:
+        single = {"no TTA": result.holdout[:, ident], "TTA": result.holdout.mean(axis=1)}  # (k, H, 2)
+        for name, per_fold in single.items():
+            scores = pd.DataFrame([_scores(holdout_labels, p, thresholds[name]) for p in per_fold])
+            rows[f"hold-out: single fold model, {name} (mean of {len(per_fold)})"] = scores.mean().to_dict()
+        for name, per_fold in single.items():
+            rows[f"hold-out: {len(per_fold)}-fold ensemble, {name}"] = _scores(holdout_labels, per_fold.mean(axis=0), thresholds[name])
+    return pd.DataFrame(rows).T, thresholds
+
+
+def oof_frame(data: TrainingData, result: KFoldResult) -> pd.DataFrame:
+    """image_id, fname, fold, labels and the OOF probabilities (per augmentation and mean)."""
+    out = data.df[["image_id", "fname"]].copy()
+    out["fold"] = result.folds
+    for i, h in enumerate(HEADS):
+        out[h] = np.where(data.labels[:, i] >= 0, data.labels[:, i], np.nan)
+    for j, t in enumerate(result.tta):
+        for i, h in enumerate(HEADS):
+            out[f"p_{h}_{t}"] = result.oof[:, j, i]
+    mean = result.oof.mean(axis=1)
+    for i, h in enumerate(HEADS):
+        out[f"p_{h}"] = mean[:, i]
+    return out
+
+
+def save_ensemble_info(run_dir: Path, cfg: Config, data: TrainingData, result: KFoldResult) -> Path:
+    """ensemble.json: what `fivek predict` needs beyond the models and thresholds."""
+    return atomic_write_json(Path(run_dir) / "ensemble.json", {
+        "image_size": train_size(cfg),
+        "folds": int(result.folds.max()) + 1,
+        "recipe": cfg.fold_recipe,
+        "tta": result.tta,
+        "base_rates": base_rates(data.labels),
+        "backbone": cfg.backbone,
+    })
