@@ -7,11 +7,6 @@ command line) stays fast until a function that needs TensorFlow is used.
 from __future__ import annotations
 
 import importlib
-import os
-
-# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) drowns notebook output;
-# warnings and errors still show. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,321 @@
+"""`fivek bench`: speed measurements that live outside the tests.
+
+    fivek bench progressive   fixed-size vs progressive training, same data, epochs and hardware
+    fivek bench predict       fold ensemble + TTA against one model: images per second
+    fivek bench pipeline      tf.data input pipeline vs the model's appetite
+
+Each prints a table and writes reports/bench/<name>.json (and a figure where it helps).
+Everything runs offline on the synthetic dataset (generated when missing).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import BENCH_DIR, SYNTH_DATA_DIR, Config, resolve_path
+from .io import atomic_write_json
+
+
+def _machine() -> dict:
+    import os
+
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    return {"cpu_cores": os.cpu_count(), "gpus": names, "tensorflow": tf.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _ensure_data(data_dir: str | None, n_train: int, n_test: int) -> Path:
+    root = resolve_path(data_dir) if data_dir else SYNTH_DATA_DIR
+    if not (root / "train" / "train_meta.csv").exists():
+        from .synth import generate_dataset
+
+        print(f"bench: writing the synthetic dataset to {root}")
+        generate_dataset(root, n_train=n_train, n_test=n_test, seed=0)
+    return root
+
+
+def _write(name: str, result: dict) -> Path:
+    path = atomic_write_json(BENCH_DIR / f"{name}.json", result)
+    print(f"\nwrote {path}")
+    return path
+
+
+# --- progressive ----------------------------------------------------------------------------
+def time_to_reach(history: pd.DataFrame, target: float) -> float | None:
+    """Cumulative training seconds until validation 5K F1 first reaches `target` (None if never)."""
+    cum = history["train_seconds"].cumsum()
+    hit = np.flatnonzero(history["val_f1_5k"].to_numpy() >= target - 1e-12)
+    return float(cum.iloc[hit[0]]) if len(hit) else None
+
+
+def bench_progressive(args) -> dict:
+    """Fixed size at the maximum vs the progressive schedule, same epochs, one run, one machine."""
+    import keras
+
+    from .folds import duplicate_group_ids, holdout_split
+    from .models import build_model
+    from .plots import save_figure
+    from .progressive import fixed_schedule, make_schedule, schedule_table, stage_summary, train_progressive
+    from .training import load_training_data
+
+    root = _ensure_data(args.data_dir, 1200, 300)
+    cfg = Config(
+        data_dir=str(root), backbone=args.backbone, weights=None, batch_size=args.batch_size, seed=args.seed,
+        lr_finetune=args.lr, warmup_epochs=0.5, unfreeze_blocks=-1, progressive_preset="custom",
+        progressive_stages=args.stages, progressive_epochs_per_stage=args.epochs_per_stage,
+        size_min=args.size_min, size_max=args.size_max, ra_min=5, ra_max=args.ra_max, mixup_min=0, mixup_max=args.mixup_max,
+        dropout_min=0.1, dropout_max=args.dropout_max, max_train_images=args.max_train_images,
+    )
+    stages = make_schedule(cfg)
+    plans = {"fixed": fixed_schedule(stages), "progressive": stages}
+    print("progressive schedule:\n", schedule_table(stages).to_string())
+    data = load_training_data(cfg, size=args.size_max)
+    tr, va = holdout_split(data.df, 0.2, cfg.seed, duplicate_group_ids(data.df, progress=False))
+    train, val = data.subset(tr), data.subset(va)
+    runs = {}
+    for name, plan in plans.items():
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_model(cfg.backbone, None, plan[0].dropout)
+        run_dir = BENCH_DIR / "runs" / f"progressive-{name}"
+        if run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)  # a benchmark always measures a fresh run
+        t0 = time.perf_counter()
+        history = train_progressive(model, train, val, cfg, plan, run_dir)
+        runs[name] = {"history": history, "wall_seconds": time.perf_counter() - t0}
+    fixed_best = float(runs["fixed"]["history"]["val_f1_5k"].max())
+    table = {}
+    for name, r in runs.items():
+        h = r["history"]
+        table[name] = {
+            "wall_seconds": round(r["wall_seconds"], 1),
+            "train_seconds": round(float(h["train_seconds"].sum()), 1),
+            "best_val_f1_5k": round(float(h["val_f1_5k"].max()), 4),
+            "final_val_f1_5k": round(float(h["val_f1_5k"].iloc[-1]), 4),
+            "seconds_to_fixed_best": None if (t := time_to_reach(h, fixed_best)) is None else round(t, 1),
+            "stages": stage_summary(h).reset_index().to_dict("records"),
+        }
+    fixed_t, prog_t = table["fixed"]["seconds_to_fixed_best"], table["progressive"]["seconds_to_fixed_best"]
+    result = {
+        "machine": _machine(),
+        "settings": {k: v for k, v in vars(args).items() if k != "func"},
+        "schedule": schedule_table(stages).reset_index().to_dict("records"),
+        "runs": table,
+        "fixed_best_f1": round(fixed_best, 4),
+        "time_ratio_to_fixed_best": None if prog_t is None or not fixed_t else round(prog_t / fixed_t, 3),
+        "goal": "progressive reaches the fixed run's best F1 in <= 0.6 of its time, final F1 no worse",
+    }
+    summary = pd.DataFrame({n: {k: v for k, v in t.items() if k != "stages"} for n, t in table.items()}).T
+    print("\n", summary.to_string())
+    for name in table:
+        print(f"\n{name} per stage:\n", pd.DataFrame(table[name]["stages"]).to_string(index=False))
+    print(f"\nprogressive needed {result['time_ratio_to_fixed_best']} of the fixed run's time to reach its best F1 {fixed_best:.4f}")
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for name, r in runs.items():
+        h = r["history"]
+        ax.plot(h["train_seconds"].cumsum(), h["val_f1_5k"], marker="o", label=name)
+    ax.axhline(fixed_best, color="grey", ls=":", lw=1)
+    ax.set_xlabel("cumulative training seconds")
+    ax.set_ylabel("validation 5K F1")
+    ax.set_title("fixed size vs progressive learning")
+    ax.legend()
+    print("figure:", save_figure(fig, "bench-progressive"))
+    _write("progressive", result)
+    return result
+
+
+# --- predict --------------------------------------------------------------------------------
+def bench_predict(args) -> dict:
+    """Images per second of one model vs a k-fold ensemble with TTA, on one decode."""
+    import keras
+
+    from .data import load_meta
+    from .images import load_images
+    from .inference import Ensemble, load_ensemble
+    from .models import build_model
+
+    root = _ensure_data(args.data_dir, 1200, 300)
+    meta = load_meta(root, "public_test")
+    if args.models:
+        ens = load_ensemble(args.models)
+    else:
+        keras.utils.set_random_seed(0)
+        models = [build_model(args.backbone, None) for _ in range(args.folds)]
+        ens = Ensemble(models, [f"fold{k}" for k in range(args.folds)], {}, args.image_size, {}, Path("random"))
+    tta = ["identity", "flip"]
+    t0 = time.perf_counter()
+    decoded = load_images(meta["path"].tolist(), ens.image_size, progress=False)
+    decode_s = time.perf_counter() - t0
+    images = decoded.images[decoded.ok]
+    n = len(images)
+    single = Ensemble(ens.models[:1], ens.names[:1], ens.thresholds, ens.image_size, ens.base_rates, ens.source)
+    single.predict(images[: args.batch_size], ["identity"], args.batch_size)  # trace once, untimed
+    ens.predict(images[: args.batch_size], tta, args.batch_size)
+    timings = {}
+    for name, e, t in (("single model, no TTA", single, ["identity"]), (f"{len(ens.models)}-fold ensemble x {len(tta)} TTA", ens, tta)):
+        best = float("inf")
+        for _ in range(args.repeats):
+            t1 = time.perf_counter()
+            e.predict(images, t, args.batch_size)
+            best = min(best, time.perf_counter() - t1)
+        timings[name] = best
+    (single_name, s_t), (ens_name, e_t) = timings.items()
+    passes = len(ens.models) * len(tta)
+    result = {
+        "machine": _machine(),
+        "images": n,
+        "image_size": ens.image_size,
+        "decode_seconds_once": round(decode_s, 2),
+        "decode_images_per_second": round(n / decode_s, 1),
+        "single_images_per_second": round(n / s_t, 1),
+        "ensemble_images_per_second": round(n / e_t, 1),
+        "forward_passes_per_image": passes,
+        "cost_ratio": round(e_t / s_t, 2),
+        "cost_ratio_per_pass": round(e_t / s_t / passes, 3),
+        "goal": "cost_ratio <= folds x TTA (cost_ratio_per_pass <= 1), images decoded once",
+    }
+    print(pd.Series({k: v for k, v in result.items() if k != "machine"}).to_string())
+    _write("predict", result)
+    return result
+
+
+# --- pipeline -------------------------------------------------------------------------------
+def bench_pipeline(args) -> dict:
+    """Input pipeline alone vs the model on in-memory tensors vs the full training loop."""
+    import keras
+    import tensorflow as tf
+
+    from .models import build_model
+    from .pipeline import make_train_dataset
+    from .training import EpochTimer, compile_model, load_training_data
+
+    root = _ensure_data(args.data_dir, 1200, 300)
+    cfg = Config(data_dir=str(root), image_size=args.image_size, batch_size=args.batch_size, max_train_images=args.max_train_images)
+    t0 = time.perf_counter()
+    from .images import decode_images
+    from .data import load_meta
+
+    meta = load_meta(root, "train")
+    paths = meta["path"].tolist()[: args.max_train_images or None]
+    decode_images(paths, args.image_size, progress=False)
+    decode_ips = len(paths) / (time.perf_counter() - t0)
+    data = load_training_data(cfg, progress=False)
+    n, bs = len(data), args.batch_size
+    steps = n // bs
+
+    def pipeline():
+        return make_train_dataset(data.images, data.labels, bs, seed=0, randaugment_magnitude=args.randaugment, mixup_alpha=args.mixup)
+
+    def drain(ds, epochs=2):
+        for _ in ds.take(2):  # warm-up: tracing and the first shuffle buffer
+            pass
+        t = time.perf_counter()
+        count = 0
+        for _ in range(epochs):
+            for x, _y in ds:
+                count += int(x.shape[0])
+        return count / (time.perf_counter() - t)
+
+    pipe_ips = drain(pipeline())
+    keras.utils.set_random_seed(0)
+    model = build_model(args.backbone, None)
+    compile_model(model, keras.optimizers.AdamW(1e-4), jit_compile=args.jit)
+    x = tf.constant(data.images[:bs].astype("float32"))
+    y = {"mask": tf.constant(data.labels[:bs, :1]), "distancing": tf.constant(data.labels[:bs, 1:])}
+    in_memory = tf.data.Dataset.from_tensors((x, y)).repeat(steps)  # the model alone: no input work
+
+    def train_ips(ds) -> float:
+        """Median images per second over epochs after the first (tracing, warm-up)."""
+        timer = EpochTimer(steps * bs)
+        seen = []
+        log = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(logs["images_per_second"]))
+        model.fit(ds, epochs=args.epochs + 1, verbose=0, callbacks=[timer, log])
+        return float(np.median(seen[1:]))
+
+    model_ips = train_ips(in_memory)
+    loop_ips = train_ips(pipeline())
+    result = {
+        "machine": _machine(),
+        "images": n,
+        "image_size": args.image_size,
+        "batch_size": bs,
+        "augmentation": {"randaugment_magnitude": args.randaugment, "mixup_alpha": args.mixup, "flip": True},
+        "decode_images_per_second_once": round(decode_ips, 1),
+        "input_pipeline_images_per_second": round(pipe_ips, 1),
+        "model_images_per_second_in_memory": round(model_ips, 1),
+        "full_loop_images_per_second": round(loop_ips, 1),
+        "pipeline_over_model": round(pipe_ips / model_ips, 2),
+        "full_loop_over_model": round(loop_ips / model_ips, 3),
+        "goals": "pipeline_over_model >= 5, full_loop_over_model >= 0.9",
+    }
+    print(pd.Series({k: v for k, v in result.items() if k != "machine"}).to_string())
+    _write("pipeline", result)
+    return result
+
+
+# --- command line ---------------------------------------------------------------------------
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks: progressive, predict, pipeline (write reports/bench/*.json)")
+    bench = p.add_subparsers(dest="which", required=True)
+
+    b = bench.add_parser("progressive", help="fixed-size vs progressive training on the same data and epochs")
+    b.add_argument("--data-dir", help="dataset (default: the synthetic one, generated when missing)")
+    b.add_argument("--backbone", default="EfficientNetV2B0")
+    b.add_argument("--stages", type=int, default=4)
+    b.add_argument("--epochs-per-stage", type=int, default=2)
+    b.add_argument("--size-min", type=int, default=64)
+    b.add_argument("--size-max", type=int, default=128)
+    b.add_argument("--ra-max", type=float, default=10.0)
+    b.add_argument("--mixup-max", type=float, default=0.0)
+    b.add_argument("--dropout-max", type=float, default=0.3)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--lr", type=float, default=2e-3)
+    b.add_argument("--max-train-images", type=int, default=0)
+    b.add_argument("--seed", type=int, default=42)
+    b.set_defaults(func=bench_progressive)
+
+    b = bench.add_parser("predict", help="ensemble + TTA vs a single model, images per second")
+    b.add_argument("--data-dir")
+    b.add_argument("--models", help="a run folder to time (default: random fold models)")
+    b.add_argument("--backbone", default="EfficientNetV2B0")
+    b.add_argument("--folds", type=int, default=5)
+    b.add_argument("--image-size", type=int, default=96)
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--repeats", type=int, default=2)
+    b.set_defaults(func=bench_predict)
+
+    b = bench.add_parser("pipeline", help="tf.data input pipeline vs the model's consumption")
+    b.add_argument("--data-dir")
+    b.add_argument("--backbone", default="EfficientNetV2B0")
+    b.add_argument("--image-size", type=int, default=96)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--randaugment", type=float, default=5.0)
+    b.add_argument("--mixup", type=float, default=0.0)
+    b.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
+    b.add_argument("--max-train-images", type=int, default=0)
+    b.add_argument("--jit", action="store_true", help="XLA-compile the train step")
+    b.set_defaults(func=bench_pipeline)
+
+
+def run_bench(which: str, argv: list[str] | None = None) -> dict:
+    """Run one benchmark programmatically with its default settings."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    add_bench_parser(sub)
+    args = parser.parse_args(["bench", which, *(argv or [])])
+    return args.func(args)

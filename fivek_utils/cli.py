@@ -1,0 +1,191 @@
+"""The `fivek` command line: headless use of the kit.
+
+    fivek synth --out DIR                 write the synthetic 5K dataset (official layout)
+    fivek describe DIR                    JSON summary of a dataset
+    fivek run --config configs/demo.yaml  run the notebooks with papermill
+    fivek predict / check-submission      inference and submission checks
+    fivek kaggle                          bundle the kit for Kaggle
+    fivek bench {progressive,predict,pipeline}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_synth(args) -> int:
+    from .synth import generate_dataset
+
+    summary = generate_dataset(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed, workers=args.workers, progress=not args.quiet)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_describe(args) -> int:
+    from .describe import describe_dataset
+
+    print(json.dumps(describe_dataset(args.dir, duplicates=not args.no_duplicates, progress=not args.quiet), indent=2))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .config import EXECUTED_DIR, FIGURES_DIR, MODELS_DIR, SUBMISSIONS_DIR
+    from .runner import run_notebooks
+
+    done = run_notebooks(args.config, args.only, progress=not args.quiet)
+    print(f"\n{len(done)} notebook(s) ran. Outputs:")
+    print(f"  executed notebooks  {EXECUTED_DIR}")
+    print(f"  figures             {FIGURES_DIR}")
+    print(f"  models and configs  {MODELS_DIR}")
+    print(f"  submissions         {SUBMISSIONS_DIR}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .data import load_meta
+    from .inference import load_ensemble, predict_split
+    from .submission import check_submission, write_submission
+
+    test_dir = Path(args.test_dir)
+    metas = sorted(test_dir.glob("*_meta.csv"))
+    if len(metas) != 1 or not (test_dir / "images").is_dir():
+        raise FileNotFoundError(f"{test_dir} must hold images/ and exactly one *_meta.csv (found {[m.name for m in metas]})")
+    split = metas[0].name[: -len("_meta.csv")]
+    ensemble = load_ensemble(args.models)
+    tta = args.tta or ensemble.thresholds.get("tta") or ["identity", "flip"]
+    meta = _load_test_meta(test_dir, split, metas[0])
+    pred = predict_split(ensemble, meta, tta=tta, batch_size=args.batch_size, progress=not args.quiet)
+    out = write_submission(pred.frame, args.out, probabilities=not args.no_probs)
+    summary = check_submission(out, metas[0])
+    print(json.dumps({**summary, "models": len(ensemble.models), "tta": list(tta), "fallback_rows": len(pred.failed),
+                      "seconds": round(pred.seconds, 1), "images_per_second": round(len(meta) / max(pred.seconds, 1e-9), 1)}, indent=2))
+    return 0
+
+
+def _load_test_meta(test_dir: Path, split: str, meta_path: Path):
+    """A test folder's meta table, whatever the split folder is called (e.g. /data/private_test)."""
+    from .data import DataValidationError, read_meta
+
+    raw, problems = read_meta(meta_path, labelled=False)
+    if problems:
+        raise DataValidationError("\n".join(p.describe(meta_path, raw) for p in problems))
+    raw["path"] = [str(test_dir / "images" / f) for f in raw["fname"]]
+    return raw
+
+
+def _cmd_check(args) -> int:
+    from .submission import SubmissionError, check_submission
+
+    try:
+        print(json.dumps(check_submission(args.file, args.meta), indent=2))
+    except SubmissionError as exc:
+        print(f"REJECTED: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_weights(args) -> int:
+    if args.action == "standin":
+        from .automl_export import export_automl_savedmodel
+
+        export_automl_savedmodel(args.out, variant=args.variant, seed=args.seed)
+        print(f"wrote a randomly initialised EfficientNetV2-{args.variant} SavedModel (official layout) to {args.out}")
+        return 0
+    from .weights import resolve_pretrained
+
+    weights_file, scale, offset = resolve_pretrained(args.backbone, args.source)
+    print(json.dumps({"weights_file": str(weights_file), "rescale": {"scale": scale, "offset": offset}}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fivek", description="fivek: Zalo AI 2021 5K Compliance kit")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write the synthetic 5K dataset in the official Zalo layout")
+    p.add_argument("--out", required=True, help="dataset root to create (train/, public_test/)")
+    p.add_argument("--n-train", type=int, default=1200)
+    p.add_argument("--n-test", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("describe", help="print a JSON summary of a dataset in the official layout")
+    p.add_argument("dir", help="dataset root holding train/ and/or public_test/")
+    p.add_argument("--no-duplicates", action="store_true", help="skip perceptual hashing")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_describe)
+
+    p = sub.add_parser("run", help="run the numbered notebooks with papermill")
+    p.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
+    p.add_argument("--only", nargs="*", help="notebook numbers or names, e.g. --only 01 03")
+    p.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("predict", help="inference only: a test folder -> submission CSV (the competition's predict.sh)")
+    p.add_argument("--models", required=True, help="run folder: fold*/model.keras (or model.keras), thresholds.json, config.yaml")
+    p.add_argument("--test-dir", required=True, help="folder with images/ and its *_meta.csv, e.g. /data/private_test")
+    p.add_argument("--out", required=True, help="submission CSV to write, e.g. /result/submission.csv")
+    p.add_argument("--tta", nargs="*", help="augmentations (identity flip); default: the run's")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-probs", action="store_true", help="do not write <out>_probs.csv beside it")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("check-submission", help="validate a submission against its test meta file")
+    p.add_argument("file")
+    p.add_argument("--meta", required=True, help="the test meta CSV (image_id,fname)")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("weights", help="ImageNet-21k EfficientNetV2 weights: fetch + convert, or write an offline stand-in")
+    p.add_argument("action", choices=["convert", "standin"], help="convert: resolve/convert the checkpoint; standin: random SavedModel in the official layout")
+    p.add_argument("--backbone", default="EfficientNetV2B0")
+    p.add_argument("--source", default="imagenet21k", help="imagenet21k, imagenet21k-ft1k, or a SavedModel folder")
+    p.add_argument("--out", help="standin: folder to write")
+    p.add_argument("--variant", default="b0", help="standin: b0, b1, ...")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_weights)
+
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.func(args)
+        return rc if isinstance(rc, int) else 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line for expected failures, traceback with FIVEK_DEBUG
+        import os
+
+        from .config import ConfigError
+        from .data import DataValidationError
+        from .runner import PipelineError
+
+        from .models import ModelConfigError
+        from .submission import SubmissionError
+
+        expected = (ConfigError, DataValidationError, PipelineError, FileNotFoundError, ModelConfigError, SubmissionError)
+        try:
+            from .weights import PretrainedWeightsError
+
+            expected += (PretrainedWeightsError,)
+        except ImportError:
+            pass
+        if isinstance(exc, expected) and not os.environ.get("FIVEK_DEBUG"):
+            print(f"fivek {args.command}: {exc}", file=sys.stderr)
+            return 2 if not isinstance(exc, PipelineError) else 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""`fivek run`: execute the numbered notebooks in order with papermill.
+
+A pipeline YAML holds shared keys (passed to every notebook that declares them in its
+`parameters` cell) and a `notebooks:` mapping of per-notebook sections (which win). A key
+in a section that its notebook does not declare is an error: it is almost always a typo.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterable
+
+from .config import EXECUTED_DIR, NOTEBOOKS_DIR, PROJ_ROOT, ConfigError, load_yaml, resolve_path
+
+NOTEBOOK_NAME = re.compile(r"^(\d{2})-[\w-]+\.ipynb$")
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed; the message names it, the failing cell and the executed copy."""
+
+
+def list_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The numbered notebooks (NN-name.ipynb) in order."""
+    return sorted(p for p in Path(folder).glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
+
+
+def select_notebooks(notebooks: list[Path], only: Iterable[str] | None) -> list[Path]:
+    """Keep the notebooks whose number or name is in `only` (all when empty)."""
+    only = [str(o) for o in (only or [])]
+    if not only:
+        return notebooks
+    chosen = [nb for nb in notebooks if any(nb.name.startswith(o.zfill(2) if o.isdigit() else o) for o in only)]
+    unknown = [o for o in only if not any(nb.name.startswith(o.zfill(2) if o.isdigit() else o) for nb in notebooks)]
+    if unknown:
+        raise ConfigError(f"--only {unknown}: no such notebook; have {[nb.name for nb in notebooks]}")
+    return chosen
+
+
+def declared_parameters(notebook: Path) -> dict:
+    """The parameters a notebook declares in its `parameters` cell (papermill's reading)."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def notebook_params(pipeline: dict, notebook: Path) -> dict:
+    """Parameters for one notebook: declared shared keys, then its own section."""
+    declared = declared_parameters(notebook)
+    shared = {k: v for k, v in pipeline.items() if k != "notebooks" and k in declared}
+    sections = pipeline.get("notebooks") or {}
+    number = notebook.name[:2]
+    key = next((k for k in sections if str(k) in (notebook.stem, number) or notebook.stem.startswith(f"{k}")), None)
+    section = dict(sections.get(key) or {}) if key is not None else {}
+    unknown = sorted(set(section) - set(declared))
+    if unknown:
+        raise ConfigError(f"section '{key}' sets {unknown}, which {notebook.name} does not declare; it declares {sorted(declared)}")
+    return {**shared, **section}
+
+
+def prepare(pipeline: dict) -> None:
+    """Make what a pipeline YAML's `prepare:` block asks for, when it is missing.
+
+    `synth: {out, n_train, n_test, seed}` writes the synthetic dataset;
+    `standin_checkpoint: {out, variant}` writes a randomly initialised SavedModel in the
+    official EfficientNetV2 layout (an offline stand-in for the ImageNet-21k checkpoint).
+    """
+    steps = dict(pipeline.get("prepare") or {})
+    unknown = sorted(set(steps) - {"synth", "standin_checkpoint"})
+    if unknown:
+        raise ConfigError(f"prepare: unknown step(s) {unknown}; known: synth, standin_checkpoint")
+    if "synth" in steps:
+        spec = dict(steps["synth"])
+        out = resolve_path(spec.pop("out"))
+        if not (out / "train" / "train_meta.csv").exists():
+            from .synth import generate_dataset
+
+            print(f"prepare: writing the synthetic dataset to {out}", flush=True)
+            generate_dataset(out, **spec)
+    if "standin_checkpoint" in steps:
+        spec = dict(steps["standin_checkpoint"])
+        out = resolve_path(spec.pop("out"))
+        if not (out / "saved_model.pb").exists():
+            from .automl_export import export_automl_savedmodel
+
+            print(f"prepare: writing a stand-in EfficientNetV2 SavedModel to {out}", flush=True)
+            export_automl_savedmodel(out, **spec)
+
+
+def run_notebooks(
+    config: str | os.PathLike,
+    only: Iterable[str] | None = None,
+    *,
+    output_dir: Path = EXECUTED_DIR,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    progress: bool = True,
+    kernel_name: str | None = None,
+) -> list[Path]:
+    """Run the selected notebooks in order; stop at the first failure with `PipelineError`."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    pipeline = load_yaml(config)
+    notebooks = select_notebooks(list_notebooks(notebooks_dir), only)
+    if not notebooks:
+        raise ConfigError(f"no numbered notebooks found in {notebooks_dir}")
+    params = {nb: notebook_params(pipeline, nb) for nb in notebooks}  # fail on typos before any work
+    prepare(pipeline)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for i, nb in enumerate(notebooks, start=1):
+        out = output_dir / nb.name
+        print(f"[{i}/{len(notebooks)}] {nb.name}  ({len(params[nb])} parameters from {config})", flush=True)
+        t0 = time.time()
+        try:
+            papermill.execute_notebook(
+                str(nb), str(out), parameters=params[nb], cwd=str(PROJ_ROOT), progress_bar=progress,
+                kernel_name=kernel_name, request_save_on_cell_execute=True,
+            )
+        except PapermillExecutionError as exc:
+            raise PipelineError(
+                f"{nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): {exc.ename}: {exc.evalue}\n"
+                f"the executed copy with the traceback is {out}"
+            ) from exc
+        print(f"      done in {time.time() - t0:.0f}s -> {out}", flush=True)
+        done.append(out)
+    return done

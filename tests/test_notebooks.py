@@ -1,0 +1,156 @@
+"""The notebooks and the papermill runner: structure, parameters, a smoke run of all of them,
+and the command line on what that run made."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from fivek_utils.config import CODE_ROOT, ConfigError
+from fivek_utils.runner import declared_parameters, list_notebooks, notebook_params, select_notebooks
+
+NOTEBOOKS = list_notebooks(CODE_ROOT / "notebooks")
+EXPECTED = ["01-eda", "02-baseline-b0", "03-efficientnetv2-21k", "04-progressive-finetune", "05-kfold-ensemble", "06-submission"]
+
+
+def test_the_six_notebooks_exist_in_order():
+    assert [nb.stem for nb in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_clean_with_one_documented_parameters_cell(nb):
+    book = nbformat.read(nb, 4)
+    code = [c for c in book.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in code), "commit notebooks without outputs"
+    tagged = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert book.cells[0].cell_type == "markdown" and book.cells[0].source.startswith("# ")
+    params = declared_parameters(nb)
+    assert params, "papermill found no parameters"
+    for name, p in params.items():
+        assert p["inferred_type_name"] != "None", f"{name} has no type annotation"
+        assert p["help"], f"{name} has no '# help' comment"
+    assert "def " not in "".join(c.source for c in code), "functions belong in fivek_utils"
+
+
+def test_config_sections_only_set_declared_parameters():
+    import yaml
+
+    for config in ("smoke", "demo", "full"):
+        pipeline = yaml.safe_load((CODE_ROOT / "configs" / f"{config}.yaml").read_text())
+        for nb in NOTEBOOKS:
+            params = notebook_params(pipeline, nb)  # raises on an undeclared key
+            assert set(params) <= set(declared_parameters(nb))
+
+
+def test_undeclared_section_key_is_an_error_naming_it():
+    pipeline = {"image_size": 64, "notebooks": {"02": {"imgae_size": 64}}}
+    nb = next(n for n in NOTEBOOKS if n.stem.startswith("02"))
+    with pytest.raises(ConfigError, match=r"section '02' sets \['imgae_size'\]"):
+        notebook_params(pipeline, nb)
+    assert notebook_params({"image_size": 64, "gallery_size": 9}, nb) == {"image_size": 64}  # shared keys only where declared
+
+
+def test_select_notebooks():
+    assert [n.stem[:2] for n in select_notebooks(NOTEBOOKS, ["01", "3"])] == ["01", "03"]
+    with pytest.raises(ConfigError, match="no such notebook"):
+        select_notebooks(NOTEBOOKS, ["09"])
+
+
+def fivek(*args, env=None, check=True):
+    return subprocess.run([sys.executable, "-m", "fivek_utils.cli", *args], capture_output=True, text=True,
+                          env=env, check=check, cwd=CODE_ROOT)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """`fivek run --config configs/smoke.yaml` in a fresh project root (FIVEK_ROOT)."""
+    root = tmp_path_factory.mktemp("smoke")
+    env = {**os.environ, "FIVEK_ROOT": str(root)}
+    result = fivek("run", "--config", "configs/smoke.yaml", "--quiet", env=env, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root, env, result
+
+
+@pytest.mark.slow
+def test_smoke_run_of_every_notebook(smoke_run):
+    root, _, result = smoke_run
+    for stem in EXPECTED:
+        executed = nbformat.read(root / "reports" / "executed" / f"{stem}.ipynb", 4)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+        assert not errors
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    figures = {p.name for p in (root / "reports" / "figures").glob("*.png")}
+    for fig in ("01-eda-label-balance.png", "02-baseline-b0-history.png", "03-efficientnetv2-21k-gradcam.png",
+                "04-progressive-schedule.png", "05-kfold-f1-threshold.png"):
+        assert fig in figures
+    for run in ("02-baseline-b0", "03-efficientnetv2-21k", "04-progressive"):
+        assert (root / "models" / run / "model.keras").exists() and (root / "models" / run / "config.yaml").exists()
+        metrics = pd.read_csv(root / "reports" / run / "metrics.csv").set_index("target")
+        assert list(metrics.index) == ["mask", "distancing", "5K"] and metrics["f1"].between(0, 1).all()
+    kfold = root / "models" / "05-kfold"
+    assert sorted(p.parent.name for p in kfold.glob("fold*/model.keras")) == ["fold0", "fold1"]
+    folds = pd.read_csv(root / "data" / "processed" / "folds.csv")
+    assert set(folds["fold"]) == {-1, 0, 1}
+    assert "pretrained" in {p.name for p in (root / "models").iterdir()}  # notebook 03 converted the stand-in
+    assert "6 notebook(s) ran" in result.stdout
+
+
+@pytest.mark.slow
+def test_submission_and_predict_command_agree(smoke_run, tmp_path):
+    root, env, _ = smoke_run
+    meta = root / "data" / "raw" / "smoke" / "public_test" / "public_test_meta.csv"
+    sub = root / "submissions" / "submission.csv"
+    checked = json.loads(fivek("check-submission", str(sub), "--meta", str(meta), env=env).stdout)
+    assert checked["rows"] == len(pd.read_csv(meta))
+    assert pd.read_csv(sub).columns.tolist() == ["image_id", "fname", "5K"]
+    assert (root / "submissions" / "submission_config.yaml").exists()
+
+    out = tmp_path / "result" / "submission.csv"
+    test_dir = root / "data" / "raw" / "smoke" / "public_test"
+    summary = json.loads(fivek("predict", "--models", str(root / "models" / "05-kfold"), "--test-dir", str(test_dir),
+                               "--out", str(out), "--quiet", env=env).stdout)
+    assert summary["rows"] == checked["rows"] and summary["models"] == 2 and summary["fallback_rows"] == 0
+    assert pd.read_csv(out)["5K"].tolist() == pd.read_csv(sub)["5K"].tolist()
+
+    broken = tmp_path / "broken.csv"
+    pd.read_csv(sub).iloc[1:].to_csv(broken, index=False)
+    rejected = fivek("check-submission", str(broken), "--meta", str(meta), env=env, check=False)
+    assert rejected.returncode == 1 and "have no row" in rejected.stderr
+
+
+@pytest.mark.slow
+def test_unreadable_test_image_still_gets_a_row(smoke_run, tmp_path):
+    root, env, _ = smoke_run
+    src = root / "data" / "raw" / "smoke" / "public_test"
+    test_dir = tmp_path / "private_test"
+    (test_dir / "images").mkdir(parents=True)
+    meta = pd.read_csv(src / "public_test_meta.csv").head(4)
+    meta.to_csv(test_dir / "private_test_meta.csv", index=False)
+    for f in meta["fname"][:3]:
+        (test_dir / "images" / f).write_bytes((src / "images" / f).read_bytes())
+    (test_dir / "images" / meta["fname"][0]).write_bytes(b"corrupt")  # unreadable; the 4th is missing
+    out = tmp_path / "submission.csv"
+    result = fivek("predict", "--models", str(root / "models" / "05-kfold"), "--test-dir", str(test_dir), "--out", str(out),
+                   "--quiet", env=env)
+    assert json.loads(result.stdout)["fallback_rows"] == 2
+    assert "unreadable" in result.stderr and meta["fname"][0] in result.stderr
+    sub = pd.read_csv(out)
+    assert len(sub) == 4 and sub["fname"].tolist() == meta["fname"].tolist()
+    probs = pd.read_csv(out.with_name("submission_probs.csv"))
+    assert probs["fallback"].tolist() == [True, False, False, True]
+
+
+def test_failing_notebook_stops_the_run_naming_notebook_and_cell(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data_dir: data/raw/none\nnotebooks:\n  '02':\n    backbone: EfficientNetB99\n")
+    env = {**os.environ, "FIVEK_ROOT": str(tmp_path)}
+    result = fivek("run", "--config", str(config), "--only", "02", "--quiet", env=env, check=False)
+    assert result.returncode == 1
+    assert "02-baseline-b0.ipynb failed in cell" in result.stderr
+    assert (tmp_path / "reports" / "executed" / "02-baseline-b0.ipynb").exists()
