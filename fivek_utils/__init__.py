@@ -40,6 +40,8 @@ _EXPORTS = {
     "load_ensemble": "inference", "predict_split": "inference", "predict_tta": "inference",
     "write_submission": "submission", "check_submission": "submission", "SubmissionError": "submission",
     "save_run": "runs", "load_metrics": "runs", "compare_runs": "runs", "predictions_frame": "runs",
+    # accelerators
+    "setup_accelerator": "accel", "Accelerator": "accel",
     # plots
     "plot_label_balance": "plots", "plot_cooccurrence": "plots", "plot_image_sizes": "plots",
     "plot_gallery": "plots", "plot_history": "plots", "plot_confusions": "plots",
