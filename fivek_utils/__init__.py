@@ -15,7 +15,8 @@ _EXPORTS = {
     "Config": "config", "ConfigError": "config", "load_yaml": "config", "params_for": "config",
     "PROJ_ROOT": "config", "DATA_DIR": "config", "SYNTH_DATA_DIR": "config", "MODELS_DIR": "config",
     "REPORTS_DIR": "config", "FIGURES_DIR": "config", "SUBMISSIONS_DIR": "config", "PROCESSED_DATA_DIR": "config",
-    "resolve_path": "config",
+    "resolve_path": "config", "data_root": "config",
+    "detect_environment": "environment", "resolve_data_dir": "environment",
     # data
     "load_meta": "data", "read_meta": "data", "apply_label_rules": "data", "label_array": "data",
     "label_counts": "data", "load_labels": "data", "split_paths": "data", "stratify_key": "data", "DataValidationError": "data",

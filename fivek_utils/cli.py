@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_weights)
 
     from .bench import add_bench_parser
+    from .kaggle import add_kaggle_parser
 
+    add_kaggle_parser(sub)
     add_bench_parser(sub)
     return parser
 

@@ -10,6 +10,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .environment import output_root, resolve_data_dir
+
 
 def _code_root() -> Path | None:
     """The checkout this package sits in (holding notebooks/ and configs/), if any."""
@@ -18,10 +20,10 @@ def _code_root() -> Path | None:
 
 
 def _find_root() -> Path:
-    """Where data, models, reports and submissions live: $FIVEK_ROOT, else the checkout, else the cwd."""
-    if os.environ.get("FIVEK_ROOT"):
-        return Path(os.environ["FIVEK_ROOT"]).expanduser().resolve()
-    return _code_root() or Path.cwd().resolve()
+    """Where data, models, reports and submissions live: $FIVEK_ROOT, else /kaggle/working on
+    Kaggle, else the checkout, else the cwd."""
+    # Kaggle before the checkout: a checkout attached under /kaggle/input is read-only
+    return output_root() or _code_root() or Path.cwd().resolve()
 
 
 CODE_ROOT = _code_root() or Path.cwd().resolve()
@@ -56,6 +58,12 @@ def resolve_path(path: str | os.PathLike | None, base: Path | None = None) -> Pa
     return (base or PROJ_ROOT) / p
 
 
+def data_root(data_dir: str | os.PathLike) -> Path:
+    """The dataset root a setting names: relative to the project root, or found among the
+    attached inputs on Kaggle / in Drive on Colab when the path does not exist."""
+    return resolve_data_dir(resolve_path(data_dir))
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot work, named with what to do about it."""
 
@@ -84,6 +92,7 @@ class Config:
     warmup_epochs: float = 1.0
     weight_decay: float = 1e-5
     unfreeze_blocks: int = 3  # top stages of the backbone trained in phase 2; -1 = all
+    freeze_batchnorm: bool | None = None  # None = freeze when the weights are pretrained
     label_smoothing: float = 0.0
     early_stopping_patience: int = 5
     # augmentation
@@ -166,8 +175,15 @@ class Config:
 
     # --- derived paths ---------------------------------------------------------------
     @property
+    def batchnorm_frozen(self) -> bool:
+        """Keep BatchNorm frozen while fine-tuning: yes for pretrained weights, no from scratch."""
+        return self.weights is not None if self.freeze_batchnorm is None else bool(self.freeze_batchnorm)
+
+    @property
     def data_path(self) -> Path:
-        return resolve_path(self.data_dir)
+        """`data_dir` from the project root; when it does not exist, the dataset attached on Kaggle
+        (/kaggle/input) or found on the mounted Drive on Colab (`environment.resolve_data_dir`)."""
+        return data_root(self.data_dir)
 
     @property
     def run_dir(self) -> Path:
