@@ -188,11 +188,13 @@ def backbone_stages(base: keras.Model) -> int:
     return max(int(m.group(1)) for layer in base.layers if (m := _BLOCK.match(layer.name)))
 
 
-def set_trainable(model: keras.Model, blocks: int) -> int:
+def set_trainable(model: keras.Model, blocks: int, *, freeze_batchnorm: bool = True) -> int:
     """Freeze the backbone except its top `blocks` stages (and top conv); -1 unfreezes all.
 
-    BatchNormalization layers always stay frozen: with small fine-tuning batches their
-    statistics would drift away from the pretrained ones (Keras transfer-learning guide).
+    With `freeze_batchnorm` (right for pretrained weights) BatchNormalization layers stay
+    frozen: with small fine-tuning batches their statistics would drift away from the
+    pretrained ones (Keras transfer-learning guide). A backbone trained from scratch needs
+    them trainable, or its random statistics never adapt.
     Returns the number of trainable weight tensors in the backbone.
     """
     base = get_backbone(model)
@@ -206,7 +208,8 @@ def set_trainable(model: keras.Model, blocks: int) -> int:
         in_top = layer.name.startswith("top_") or (m is not None and int(m.group(1)) >= first)
         if blocks < 0:
             in_top = in_top or layer.name.startswith("stem_")
-        layer.trainable = in_top and not isinstance(layer, keras.layers.BatchNormalization)
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = in_top and not (is_bn and freeze_batchnorm)
     return len(base.trainable_weights)
 
 

@@ -171,7 +171,7 @@ def train_progressive(
     total_epochs = sum(s.epochs for s in stages)
     schedule = warmup_cosine(cfg.lr_finetune, steps * total_epochs, round(cfg.warmup_epochs * steps))
     optimizer = make_optimizer(schedule, cfg.weight_decay)  # one optimizer for every stage
-    set_trainable(model, cfg.unfreeze_blocks)
+    set_trainable(model, cfg.unfreeze_blocks, freeze_batchnorm=cfg.batchnorm_frozen)
     best = BestCheckpoint(run_dir / "best.keras")
     logs, epoch0 = [], 0
     for stage in stages:

@@ -275,7 +275,7 @@ def fit_phase(
     callbacks: list | None = None,
 ) -> pd.DataFrame:
     """One phase: set what trains, compile with its own warm-up + cosine schedule, fit."""
-    set_trainable(model, trainable_blocks)
+    set_trainable(model, trainable_blocks, freeze_batchnorm=cfg.batchnorm_frozen)
     steps = steps_per_epoch(len(train), cfg.batch_size)
     schedule = warmup_cosine(base_lr, steps * epochs, round(cfg.warmup_epochs * steps))
     compile_model(model, make_optimizer(schedule, cfg.weight_decay), label_smoothing=cfg.label_smoothing, jit_compile=cfg.jit_compile)
