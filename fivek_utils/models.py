@@ -33,6 +33,31 @@ class ModelConfigError(ValueError):
     """A backbone or weights setting that cannot be built."""
 
 
+@keras.saving.register_keras_serializable(package="fivek")
+class ScheduledDropout(keras.layers.Layer):
+    """Dropout whose rate is a variable, so progressive learning can raise it between stages
+    without re-compiling the model (keras.layers.Dropout bakes its rate into the traced step).
+    """
+
+    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.rate = self.add_weight(shape=(), initializer=keras.initializers.Constant(float(rate)), trainable=False,
+                                    name="rate", dtype="float32")
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        # keras.random.dropout compares its rate in Python, which a variable cannot do
+        rate = keras.ops.cast(self.rate, inputs.dtype)
+        keep = keras.random.uniform(keras.ops.shape(inputs), seed=self.seed_generator, dtype=inputs.dtype) >= rate
+        return keras.ops.where(keep, inputs / (1.0 - rate), keras.ops.zeros_like(inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": float(keras.ops.convert_to_numpy(self.rate)), "seed": self.seed}
+
+
 def check_backbone(name: str) -> str:
     """Return `name` if it is a supported keras.applications backbone, else say what is."""
     if name not in BACKBONES:
@@ -103,7 +128,7 @@ def build_model(
         x = inputs
     x = base(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    x = ScheduledDropout(dropout, name="head_dropout")(x)
     # float32 outputs keep the sigmoid stable under mixed precision
     outputs = {h: keras.layers.Dense(1, activation="sigmoid", name=h, dtype="float32")(x) for h in HEADS}
     model = keras.Model(inputs, outputs, name=name or f"fivek_{backbone.lower()}")
@@ -214,12 +239,14 @@ def set_trainable(model: keras.Model, blocks: int, *, freeze_batchnorm: bool = T
 
 
 def set_dropout(model: keras.Model, rate: float) -> None:
-    """Change the head dropout in place (progressive learning); recompile afterwards."""
-    layer = model.get_layer("head_dropout")
-    if rate > 0 and not hasattr(layer, "seed_generator"):
-        # Keras gives a Dropout built with rate 0 no random state, so it can never drop
-        raise ModelConfigError(f"{model.name} was built with dropout 0; build it with a positive dropout to raise it later")
-    layer.rate = float(rate)
+    """Change the head dropout in place (progressive learning); no re-compile needed."""
+    if not 0.0 <= rate < 1.0:
+        raise ModelConfigError(f"dropout rate {rate} must be in [0, 1)")
+    model.get_layer("head_dropout").rate.assign(float(rate))
+
+
+def get_dropout(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.get_layer("head_dropout").rate))
 
 
 # --- the 5K rule -------------------------------------------------------------------------

@@ -172,13 +172,13 @@ def train_progressive(
     schedule = warmup_cosine(cfg.lr_finetune, steps * total_epochs, round(cfg.warmup_epochs * steps))
     optimizer = make_optimizer(schedule, cfg.weight_decay)  # one optimizer for every stage
     set_trainable(model, cfg.unfreeze_blocks, freeze_batchnorm=cfg.batchnorm_frozen)
+    # compiled once: the dropout rate is a variable and the model takes any size, so a stage
+    # change re-traces the train step only for the new input shape
+    compile_model(model, optimizer, label_smoothing=cfg.label_smoothing, jit_compile=cfg.jit_compile)
     best = BestCheckpoint(run_dir / "best.keras")
     logs, epoch0 = [], 0
     for stage in stages:
         set_dropout(model, stage.dropout)
-        # re-compiling with the same optimizer keeps its step count and moments; it only
-        # re-traces the train step for the new dropout rate and input size
-        compile_model(model, optimizer, label_smoothing=cfg.label_smoothing, jit_compile=cfg.jit_compile)
         name = f"stage{stage.index + 1}"
         finished = (run_dir / f"{name}.done.weights.h5").exists()
         ds = None

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fivek_utils.config import Config, ConfigError
-from fivek_utils.models import ModelConfigError, build_model
+from fivek_utils.models import ModelConfigError, build_model, get_dropout, set_dropout
 from fivek_utils.progressive import PRESETS, Stage, fixed_schedule, make_schedule, schedule_ranges, train_progressive
 
 from test_training import StopAfter, tiny_data
@@ -60,7 +60,7 @@ class Spy(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch == 0:
-            self.seen.append((self.model.get_layer("head_dropout").rate, int(self.model.optimizer.iterations.numpy())))
+            self.seen.append((round(get_dropout(self.model), 4), int(self.model.optimizer.iterations.numpy())))
 
 
 @pytest.mark.slow
@@ -69,9 +69,7 @@ def test_stage_transitions_keep_weights_and_schedule_and_resume(tmp_path):
                  randaugment_magnitude=0)
     stages = [Stage(0, 32, 0, 0.0, 0.1, 1), Stage(1, 48, 5, 0.2, 0.3, 1), Stage(2, 64, 10, 0.2, 0.5, 1)]
     train, val = tiny_data(32, size=64), tiny_data(16, size=64, seed=1)
-    with pytest.raises(ModelConfigError, match="built with dropout 0"):
-        train_progressive(build_model("EfficientNetV2B0", None, 0.0), train, val, cfg, stages, tmp_path / "x")
-    model = build_model("EfficientNetV2B0", None, 0.1)
+    model = build_model("EfficientNetV2B0", None, 0.0)  # stage 1 raises it
     spy = Spy()
     with pytest.raises(RuntimeError, match="simulated interruption"):
         train_progressive(model, train, val, cfg, stages, tmp_path, callbacks=[spy, StopAfter(epoch=1)])
@@ -79,10 +77,23 @@ def test_stage_transitions_keep_weights_and_schedule_and_resume(tmp_path):
     assert spy.seen == [(0.1, 0), (0.3, 4)]
     assert (tmp_path / "stage1.done.weights.h5").exists() and not (tmp_path / "stage2.done.weights.h5").exists()
 
-    model2 = build_model("EfficientNetV2B0", None, 0.1)
+    model2 = build_model("EfficientNetV2B0", None, 0.0)
     spy2 = Spy()
     history = train_progressive(model2, train, val, cfg, stages, tmp_path, callbacks=[spy2])
     # resumed in stage 2 after its finished epoch: only stage 3 trains, continuing the step count
     assert spy2.seen == [(0.5, 8)]  # 4 steps per epoch, two epochs done
     assert history["stage"].tolist() == [1, 2, 3] and history["image_size"].tolist() == [32, 48, 64]
     assert {"train_seconds", "images_per_second", "val_f1_5k"} <= set(history.columns)
+
+
+def test_dropout_rate_changes_without_recompiling():
+    model = build_model("EfficientNetV2B0", None, 0.0)
+    layer = model.get_layer("head_dropout")
+    x = np.ones((4, 256), "float32")
+    assert np.array_equal(layer(x, training=True), x)
+    set_dropout(model, 0.5)
+    y = np.asarray(layer(x, training=True))
+    assert (y == 0).any() and np.allclose(y[y != 0], 2.0)  # inverted dropout at rate 0.5
+    assert np.array_equal(layer(x, training=False), x)
+    with pytest.raises(ModelConfigError, match="must be in"):
+        set_dropout(model, 1.0)
