@@ -242,7 +242,7 @@ def bench_pipeline(args) -> dict:
         timer = EpochTimer(steps * bs)
         seen = []
         log = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(logs["images_per_second"]))
-        model.fit(ds, epochs=args.epochs + 1, verbose=0, callbacks=[timer, log])
+        model.fit(ds, epochs=args.epochs + 1, verbose=0, callbacks=[timer, log], shuffle=False)
         return float(np.median(seen[1:]))
 
     model_ips = train_ips(in_memory)

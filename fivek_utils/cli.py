@@ -55,7 +55,7 @@ def _cmd_predict(args) -> int:
         raise FileNotFoundError(f"{test_dir} must hold images/ and exactly one *_meta.csv (found {[m.name for m in metas]})")
     split = metas[0].name[: -len("_meta.csv")]
     ensemble = load_ensemble(args.models)
-    tta = args.tta or ensemble.thresholds.get("tta") or ["identity", "flip"]
+    tta = args.tta or ensemble.tta
     meta = _load_test_meta(test_dir, split, metas[0])
     pred = predict_split(ensemble, meta, tta=tta, batch_size=args.batch_size, progress=not args.quiet)
     out = write_submission(pred.frame, args.out, probabilities=not args.no_probs)
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, help="run folder: fold*/model.keras (or model.keras), thresholds.json, config.yaml")
     p.add_argument("--test-dir", required=True, help="folder with images/ and its *_meta.csv, e.g. /data/private_test")
     p.add_argument("--out", required=True, help="submission CSV to write, e.g. /result/submission.csv")
-    p.add_argument("--tta", nargs="*", help="augmentations (identity flip); default: the run's")
+    p.add_argument("--tta", nargs="*", help="augmentations (identity flip); default: those the run's thresholds were tuned with")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-probs", action="store_true", help="do not write <out>_probs.csv beside it")
     p.add_argument("--quiet", action="store_true")

@@ -11,7 +11,7 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -50,6 +50,7 @@ class Ensemble:
     image_size: int
     base_rates: dict  # training prevalence per head: the fallback for unreadable images
     source: Path
+    tta: list[str] = field(default_factory=lambda: ["identity", "flip"])  # what the thresholds were tuned with
 
     def predict(self, images: np.ndarray, tta=("identity", "flip"), batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """(k, T, N, 2) probabilities of every model and augmentation."""
@@ -86,7 +87,7 @@ def load_ensemble(models_dir: str | os.PathLike) -> Ensemble:
     models = [keras.saving.load_model(p, compile=False) for p in paths]
     size = int(info.get("image_size", cfg.image_size))
     return Ensemble(models, [p.parent.name if p.parent != d else d.name for p in paths], thresholds, size,
-                    info.get("base_rates", {"mask": 0.5, "distancing": 0.5}), d)
+                    info.get("base_rates", {"mask": 0.5, "distancing": 0.5}), d, check_tta(info.get("tta", ["identity"])))
 
 
 @dataclass
