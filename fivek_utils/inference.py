@@ -17,9 +17,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-import yaml
 
-from .config import CACHE_DIR, Config
+from .config import CACHE_DIR
 from .images import load_images
 from .models import HEADS, decide_5k
 from .training import predict_probs
@@ -48,9 +47,10 @@ class Ensemble:
     names: list[str]
     thresholds: dict
     image_size: int
-    base_rates: dict  # training prevalence per head: the fallback for unreadable images
+    base_rates: dict  # training prevalence per head and of 5K
     source: Path
     tta: list[str] = field(default_factory=lambda: ["identity", "flip"])  # what the thresholds were tuned with
+    fallback_5k: int = 1  # the 5K answer for an unreadable image (see metrics.fallback_5k)
 
     def predict(self, images: np.ndarray, tta=("identity", "flip"), batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """(k, T, N, 2) probabilities of every model and augmentation."""
@@ -77,17 +77,15 @@ def load_ensemble(models_dir: str | os.PathLike) -> Ensemble:
     """Load every model of a run with its thresholds.json and config.yaml."""
     d = Path(models_dir)
     paths = find_models(d)
-    thresholds_path, config_path = d / "thresholds.json", d / "config.yaml"
-    for p in (thresholds_path, config_path):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} is missing: a run folder holds its models, thresholds.json and config.yaml")
-    cfg = Config.from_dict(yaml.safe_load(config_path.read_text()), strict=False)
-    thresholds = json.loads(thresholds_path.read_text())
-    info = json.loads((d / "ensemble.json").read_text()) if (d / "ensemble.json").exists() else {}
+    for name in ("thresholds.json", "config.yaml", "ensemble.json"):
+        if not (d / name).exists():
+            raise FileNotFoundError(f"{d / name} is missing: a run folder holds its models, thresholds.json, "
+                                    "config.yaml and ensemble.json (written by the notebooks' Save step)")
+    thresholds = json.loads((d / "thresholds.json").read_text())
+    info = json.loads((d / "ensemble.json").read_text())
     models = [keras.saving.load_model(p, compile=False) for p in paths]
-    size = int(info.get("image_size", cfg.image_size))
-    return Ensemble(models, [p.parent.name if p.parent != d else d.name for p in paths], thresholds, size,
-                    info.get("base_rates", {"mask": 0.5, "distancing": 0.5}), d, check_tta(info.get("tta", ["identity"])))
+    return Ensemble(models, [p.parent.name if p.parent != d else d.name for p in paths], thresholds,
+                    int(info["image_size"]), info["base_rates"], d, check_tta(info["tta"]), int(info["fallback_5k"]))
 
 
 @dataclass
@@ -110,8 +108,9 @@ def predict_split(
 ) -> TestPrediction:
     """Predict every row of a test meta table; unreadable or missing images get the fallback.
 
-    The fallback gives such a row the training base rates as its probabilities, then the
-    usual thresholds; it keeps one row per test image and is reported, never silent.
+    The fallback gives such a row the training base rates as its probabilities and the
+    ensemble's `fallback_5k` as its answer; it keeps one row per test image and is reported,
+    never silent.
     """
     t0 = time.perf_counter()
     decoded = load_images(meta["path"].tolist(), ensemble.image_size, cache_dir=CACHE_DIR if cache else None,
@@ -133,7 +132,7 @@ def predict_split(
         "p_mask": probs[:, 0],
         "p_distancing": probs[:, 1],
         "p_5k": probs[:, 0] * probs[:, 1],
-        "5K": decide_5k(probs[:, 0], probs[:, 1], t.get("5k_mask", 0.5), t.get("5k_distancing", 0.5)),
+        "5K": np.where(fallback, ensemble.fallback_5k, decide_5k(probs[:, 0], probs[:, 1], t.get("5k_mask", 0.5), t.get("5k_distancing", 0.5))),
         "fallback": fallback,
     })
     return TestPrediction(frame, failed, time.perf_counter() - t0)

@@ -4,9 +4,10 @@ Each fold trains a fresh model with the configured recipe (two-phase or progress
 reloads its best checkpoint and predicts its validation fold (the out-of-fold rows) with
 every test-time augmentation. Finished folds are not retrained when a run is resumed.
 
-Out-of-fold rows measure a single model and TTA honestly. They cannot measure the fold
-ensemble (every other fold model trained on them), so an optional hold-out set, kept out of
-every fold, measures the ensemble's gain.
+Out-of-fold rows measure a single model and TTA (slightly optimistically: each fold's best
+epoch is chosen on its own OOF rows). They cannot measure the fold ensemble (every other fold
+model trained on them), so an optional hold-out set, kept out of every fold and out of every
+choice, measures the ensemble's gain.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .config import Config
+from .config import Config, ConfigError
 from .inference import check_tta, predict_tta
-from .io import atomic_path, atomic_write_json, save_keras
+from .io import atomic_path, save_keras
 from .metrics import evaluate, tune_thresholds
 from .models import HEADS, build_model
 from .training import TrainingData, train_two_phase
@@ -83,6 +84,9 @@ def run_kfold(
         val_rows = np.flatnonzero(folds == k)
         if preds_path.exists() and (fold_dir / "model.keras").exists():
             with np.load(preds_path) as z:
+                if not np.array_equal(z["rows"], val_rows) or z["oof"].shape[1] != len(tta):
+                    raise ConfigError(f"{fold_dir} holds fold {k} of a run with other rows, folds or TTA; "
+                                      "delete the run folder, or choose another run_name, to train afresh")
                 oof[val_rows], saved_hold = z["oof"], z["holdout"]
             if hold is not None and saved_hold.size:
                 hold[k] = saved_hold
@@ -107,11 +111,6 @@ def run_kfold(
         print(f"fold {k}: done in {seconds[k]:.0f}s", flush=True)
         keras.backend.clear_session()  # free the fold's graphs before the next model
     return KFoldResult(oof, folds, hold, tta, histories, seconds)
-
-
-def base_rates(labels: np.ndarray) -> dict:
-    """Share of positives among known labels per head (the fallback for unreadable images)."""
-    return {h: float(labels[labels[:, i] >= 0, i].mean()) for i, h in enumerate(HEADS)}
 
 
 def fold_spread(labels: np.ndarray, probs: np.ndarray, folds: np.ndarray, thresholds: dict) -> pd.DataFrame:
@@ -166,13 +165,10 @@ def oof_frame(data: TrainingData, result: KFoldResult) -> pd.DataFrame:
     return out
 
 
-def save_ensemble_info(run_dir: Path, cfg: Config, data: TrainingData, result: KFoldResult) -> Path:
+def save_ensemble_info(run_dir: Path, cfg: Config, data: TrainingData, result: KFoldResult, thresholds: dict) -> Path:
     """ensemble.json: what `fivek predict` needs beyond the models and thresholds."""
-    return atomic_write_json(Path(run_dir) / "ensemble.json", {
-        "image_size": train_size(cfg),
-        "folds": int(result.folds.max()) + 1,
-        "recipe": cfg.fold_recipe,
-        "tta": result.tta,
-        "base_rates": base_rates(data.labels),
-        "backbone": cfg.backbone,
-    })
+    from .runs import write_inference_info
+
+    return write_inference_info(run_dir, image_size=train_size(cfg), tta=result.tta, train_labels=data.labels,
+                                thresholds=thresholds, folds=int(result.folds.max()) + 1, recipe=cfg.fold_recipe,
+                                backbone=cfg.backbone)

@@ -1,8 +1,10 @@
 """Honest metrics: scikit-learn on full predictions, per head and for 5K, blanks excluded.
 
-The 5K truth of a row follows the label rules (0 if either head is 0, 1 if both are 1, else
-unknown), so rows with one blank still count for 5K when the known head is 0. Thresholds
-are chosen on validation or out-of-fold predictions only, never on test.
+5K is scored on fully labelled rows only, like the test set. Rows with one head blank and
+the other 0 do have a known 5K (0), but counting them while the rows with one head blank and
+the other 1 stay unknown would tilt the scored set towards negatives (32.6% positive instead
+of 45.9% on the official file) and make the tuned 5K thresholds too strict. Thresholds are
+chosen on validation or out-of-fold predictions only, never on test.
 """
 
 from __future__ import annotations
@@ -26,12 +28,26 @@ GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
 
 
 def truth_5k(labels: np.ndarray) -> np.ndarray:
-    """5K truth per row from (mask, distancing) labels with -1 blanks: 1, 0 or -1 (unknown)."""
+    """5K truth of fully labelled rows (mask AND distancing); -1 where either head is blank."""
     m, d = labels[:, 0], labels[:, 1]
     out = np.full(len(labels), -1.0)
-    out[(m == 0) | (d == 0)] = 0
-    out[(m == 1) & (d == 1)] = 1
+    full = (m >= 0) & (d >= 0)
+    out[full] = ((m[full] == 1) & (d[full] == 1)).astype(float)
     return out
+
+
+def base_rates(labels: np.ndarray) -> dict:
+    """Share of positives among known labels per head, and of 5K on fully labelled rows."""
+    y5 = truth_5k(labels)
+    rates = {h: float(labels[labels[:, i] >= 0, i].mean()) for i, h in enumerate(HEADS)}
+    rates["5K"] = float(y5[y5 >= 0].mean()) if (y5 >= 0).any() else 0.5
+    return rates
+
+
+def fallback_5k(rates: dict, thresholds: dict) -> int:
+    """The 5K answer for an image that cannot be read: 1 when the prior P(5K) is at least half
+    the tuned 5K F1 (the F1-optimal rule for an uninformative row, Lipton et al., 2014)."""
+    return int(rates.get("5K", 0.5) >= thresholds.get("f1_5K", 1.0) / 2)
 
 
 def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> dict:

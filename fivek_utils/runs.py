@@ -4,12 +4,12 @@
     models/<run>/config.yaml          the resolved Config that made it
     models/<run>/thresholds.json      thresholds chosen on validation data
     models/<run>/val_predictions.csv  image_id, fname, labels and probabilities
+    models/<run>/ensemble.json        what `fivek predict` needs: image size, TTA, fallback
     reports/<run>/metrics.csv         the metrics table; history.csv the per-epoch log
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras
@@ -18,6 +18,7 @@ import pandas as pd
 
 from .config import MODELS_DIR, REPORTS_DIR, Config
 from .io import atomic_write_csv, atomic_write_json, save_keras
+from .metrics import base_rates, fallback_5k
 from .models import HEADS, combine_5k
 
 
@@ -32,6 +33,16 @@ def predictions_frame(df: pd.DataFrame, labels: np.ndarray, probs: np.ndarray) -
     return out
 
 
+def write_inference_info(run: Path, *, image_size: int, tta: list[str], train_labels: np.ndarray, thresholds: dict, **extra) -> Path:
+    """ensemble.json: the image size the model(s) expect, the TTA the thresholds were tuned with,
+    and the fallback for unreadable test images (training base rates, F1-optimal 5K answer)."""
+    rates = base_rates(train_labels)
+    return atomic_write_json(Path(run) / "ensemble.json", {
+        "image_size": int(image_size), "tta": list(tta), "base_rates": rates,
+        "fallback_5k": fallback_5k(rates, thresholds), **extra,
+    })
+
+
 def save_run(
     cfg: Config,
     model: keras.Model | None,
@@ -41,14 +52,22 @@ def save_run(
     val_probs: np.ndarray,
     thresholds: dict,
     metrics: pd.DataFrame,
+    train_labels: np.ndarray,
+    image_size: int | None = None,
     history: pd.DataFrame | None = None,
     extra: dict | None = None,
 ) -> dict[str, Path]:
-    """Write a run's outputs (atomically) and return their paths."""
+    """Write a run's outputs (atomically) and return their paths.
+
+    `image_size` is the size the model was last trained and validated at (the last stage's
+    for progressive runs); `train_labels` give the fallback for unreadable test images.
+    """
     run, rep = cfg.run_dir, cfg.report_dir
     paths = {
         "config": cfg.save(run / "config.yaml"),
         "thresholds": atomic_write_json(run / "thresholds.json", thresholds),
+        "ensemble": write_inference_info(run, image_size=image_size or cfg.image_size, tta=["identity"],
+                                         train_labels=train_labels, thresholds=thresholds, backbone=cfg.backbone),
         "val_predictions": atomic_write_csv(run / "val_predictions.csv", predictions_frame(val_df, val_labels, val_probs)),
         "metrics": atomic_write_csv(rep / "metrics.csv", metrics.reset_index()),
     }
@@ -65,13 +84,6 @@ def load_metrics(run_name: str) -> pd.DataFrame | None:
     """A finished run's metrics table, or None when that run has not been made."""
     path = REPORTS_DIR / run_name / "metrics.csv"
     return pd.read_csv(path).set_index("target") if path.exists() else None
-
-
-def load_thresholds(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "thresholds.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: train the run first (it writes its thresholds there)")
-    return json.loads(path.read_text())
 
 
 def compare_runs(tables: dict[str, pd.DataFrame | None], columns=("f1", "precision", "recall", "auc")) -> pd.DataFrame:

@@ -4,13 +4,21 @@ import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
 from fivek_utils.data import MISSING
-from fivek_utils.metrics import evaluate, f1_5k, tune_thresholds, truth_5k
+from fivek_utils.metrics import base_rates, evaluate, f1_5k, fallback_5k, tune_thresholds, truth_5k
 from fivek_utils.models import combine_5k, decide_5k
 
 
-def test_truth_5k_follows_the_label_rules():
-    labels = np.array([[1, 1], [1, 0], [0, MISSING], [MISSING, 0], [1, MISSING], [MISSING, 1]], float)
-    assert truth_5k(labels).tolist() == [1, 0, 0, 0, -1, -1]
+def test_truth_5k_is_scored_on_fully_labelled_rows():
+    labels = np.array([[1, 1], [1, 0], [0, 0], [0, MISSING], [MISSING, 0], [1, MISSING], [MISSING, 1]], float)
+    assert truth_5k(labels).tolist() == [1, 0, 0, -1, -1, -1, -1]
+
+
+def test_base_rates_and_fallback():
+    labels = np.array([[1, 1], [1, 0], [0, MISSING], [1, 1]], float)
+    rates = base_rates(labels)
+    assert rates == {"mask": 0.75, "distancing": 2 / 3, "5K": 2 / 3}
+    assert fallback_5k(rates, {"f1_5K": 0.8}) == 1 and fallback_5k(rates, {"f1_5K": 1.0}) == 1
+    assert fallback_5k({"5K": 0.3}, {"f1_5K": 0.8}) == 0
 
 
 def test_5k_rule_needs_both_heads():
@@ -37,7 +45,7 @@ def test_evaluate_matches_sklearn_on_known_rows():
     y5 = truth_5k(labels)
     known = y5 >= 0
     pred = (probs[:, 0] >= 0.5) & (probs[:, 1] >= 0.45)
-    assert table.loc["5K", "n"] == known.sum() > ((labels >= 0).all(1)).sum()  # implied zeros count too
+    assert table.loc["5K", "n"] == known.sum() == ((labels >= 0).all(1)).sum()  # fully labelled rows only
     assert np.isclose(table.loc["5K", "f1"], f1_score(y5[known], pred[known]))
     assert np.isclose(table.loc["5K", "auc"], roc_auc_score(y5[known], probs[known, 0] * probs[known, 1]))
 
