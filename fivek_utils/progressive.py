@@ -23,6 +23,7 @@ from .pipeline import make_train_dataset, resize_images
 from .training import (
     BestCheckpoint,
     TrainingData,
+    check_run_key,
     compile_model,
     fit_resumable,
     load_best,
@@ -165,6 +166,7 @@ def train_progressive(
     """
     run_dir = Path(run_dir or cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_key(run_dir, cfg, train, val, recipe="progressive", stages=[asdict(s) for s in stages])
     final = stages[-1].image_size
     val_final = TrainingData(val.df, resize_images(val.images, final), val.labels)
     steps = steps_per_epoch(len(train), cfg.batch_size)

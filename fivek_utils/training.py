@@ -6,6 +6,7 @@ reverse, because the loss of each head skips rows whose label is blank (-1).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -16,7 +17,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .config import CACHE_DIR, Config
+from .config import CACHE_DIR, Config, ConfigError
 from .data import label_array, load_meta
 from .images import load_images
 from .io import atomic_write_json, save_keras
@@ -156,9 +157,13 @@ class TrainingData:
 
 
 def load_training_data(cfg: Config, size: int | None = None, *, progress: bool = True) -> TrainingData:
-    """Load, validate and decode the training split; unreadable images are counted and skipped."""
+    """Load, validate and decode the training split.
+
+    A bad meta file is an error; missing or unreadable images are counted, reported and
+    skipped (a long run should not die on one broken photo).
+    """
     size = size or cfg.image_size
-    df = load_meta(cfg.data_path, "train")
+    df = load_meta(cfg.data_path, "train", check_files=False)
     if cfg.max_train_images and cfg.max_train_images < len(df):
         df = df.sample(n=cfg.max_train_images, random_state=cfg.seed).sort_index()
     df = df.reset_index(drop=True)
@@ -172,6 +177,40 @@ def load_training_data(cfg: Config, size: int | None = None, *, progress: bool =
 
 
 # --- resumable fitting -------------------------------------------------------------------------
+# settings that may differ when a run is resumed (hardware, naming, inference only)
+_NOT_IN_RUN_KEY = {"run_name", "strategy", "mixed_precision", "jit_compile", "num_workers", "tta", "test_split", "data_dir"}
+
+
+def _ids_digest(df: pd.DataFrame) -> str:
+    return hashlib.sha1("\n".join(map(str, df["image_id"])).encode()).hexdigest()[:16]
+
+
+def check_run_key(run_dir: Path, cfg: Config, train: TrainingData, val: TrainingData, **extra) -> None:
+    """Refuse to resume a run folder that other settings or other rows made.
+
+    The first call writes `run_key.json` (the settings and a digest of the training and
+    validation image ids); later calls must match it, so a changed notebook parameter never
+    silently reuses finished phases or a stale best checkpoint.
+    """
+    key = {
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_RUN_KEY},
+        "train_ids": _ids_digest(train.df), "val_ids": _ids_digest(val.df),
+        **json.loads(json.dumps(extra, default=str)),
+    }
+    path = Path(run_dir) / "run_key.json"
+    if not path.exists():
+        atomic_write_json(path, key)
+        return
+    saved = json.loads(path.read_text())
+    if saved == key:
+        return
+    changed = sorted(k for k in set(saved["config"]) | set(key["config"]) if saved["config"].get(k) != key["config"].get(k))
+    changed += [k for k in key if k != "config" and saved.get(k) != key[k]]
+    raise ConfigError(f"{run_dir} holds a run made with other settings or rows (changed: {changed}); "
+                      "delete that folder, or choose another run_name, to train afresh")
+
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Logs training seconds and images per second of each epoch (validation excluded).
 
@@ -246,7 +285,8 @@ def fit_resumable(
         AddToLogs(log_values or {}),
         best,
         keras.callbacks.CSVLogger(str(log_path), append=True),
-        keras.callbacks.BackupAndRestore(str(run_dir / f"{name}_backup")),
+        # double_checkpoint: a kill during a save (a pre-empted Colab/Kaggle session) keeps the previous backup
+        keras.callbacks.BackupAndRestore(str(run_dir / f"{name}_backup"), double_checkpoint=True),
         *(callbacks or []),
     ]
     if patience is not None:
@@ -305,6 +345,7 @@ def train_two_phase(
     """
     run_dir = Path(run_dir or cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_key(run_dir, cfg, train, val, recipe="two_phase")
     best = BestCheckpoint(run_dir / "best.keras")
     common = dict(run_dir=run_dir, cfg=cfg, best=best, callbacks=callbacks)
     head = fit_phase(model, train, val, name="phase1_head", epochs=cfg.epochs_head, base_lr=cfg.lr_head,

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import log_loss
 
-from fivek_utils.config import Config
+from fivek_utils.config import Config, ConfigError
 from fivek_utils.data import MISSING
 from fivek_utils.models import build_model, get_backbone, set_trainable
 from fivek_utils.pipeline import make_train_dataset, mixup_batch
@@ -15,6 +15,7 @@ from fivek_utils.training import (
     BestCheckpoint,
     MaskedBinaryCrossentropy,
     TrainingData,
+    check_run_key,
     compile_model,
     train_two_phase,
     warmup_cosine,
@@ -175,3 +176,16 @@ def test_best_checkpoint_never_replaced_by_a_worse_one_after_resume(tmp_path):
     assert (tmp_path / "best.keras").stat().st_mtime_ns == first and resumed.best == 0.7
     resumed.on_epoch_end(2, {"val_f1_5k": 0.8})
     assert resumed.best == 0.8
+
+
+def test_run_folder_refuses_other_settings_or_rows(tmp_path):
+    cfg = Config(image_size=32, epochs_finetune=3)
+    train, val = tiny_data(8), tiny_data(4, seed=1)
+    check_run_key(tmp_path, cfg, train, val, recipe="two_phase")
+    check_run_key(tmp_path, cfg.replace(run_name="renamed", jit_compile=True), train, val, recipe="two_phase")  # same run
+    with pytest.raises(ConfigError, match=r"changed: \['epochs_finetune'\]"):
+        check_run_key(tmp_path, cfg.replace(epochs_finetune=5), train, val, recipe="two_phase")
+    with pytest.raises(ConfigError, match="train_ids"):
+        check_run_key(tmp_path, cfg, train.subset(np.arange(6)), val, recipe="two_phase")
+    with pytest.raises(ConfigError, match="recipe"):
+        check_run_key(tmp_path, cfg, train, val, recipe="progressive")
