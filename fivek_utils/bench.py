@@ -10,7 +10,6 @@ Everything runs offline on the synthetic dataset (generated when missing).
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -309,13 +308,3 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--jit", action="store_true", help="XLA-compile the train step")
     b.set_defaults(func=bench_pipeline)
 
-
-def run_bench(which: str, argv: list[str] | None = None) -> dict:
-    """Run one benchmark programmatically with its default settings."""
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    add_bench_parser(sub)
-    args = parser.parse_args(["bench", which, *(argv or [])])
-    return args.func(args)

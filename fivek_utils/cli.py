@@ -45,7 +45,6 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .data import load_meta
     from .inference import load_ensemble, predict_split
     from .submission import check_submission, write_submission
 

@@ -208,7 +208,8 @@ def label_array(df: pd.DataFrame) -> np.ndarray:
 
 
 def label_counts(df: pd.DataFrame) -> dict:
-    """Counts of 1, 0 and blank per label (stated values), plus what the rules add."""
+    """Counts of 1, 0 and blank per label after the label rules (a stated 5k can fill a blank
+    head; the official file has none of those), the stated 5k column, and what the rules add."""
     out = {}
     for col in ("mask", "distancing"):
         s = df[col]

@@ -17,7 +17,7 @@ REAL_META = Path(__file__).resolve().parents[1] / "fivek_utils" / "resources" / 
 
 @pytest.fixture(scope="session")
 def real_meta_path() -> Path:
-    """The official training label file, when this checkout sits beside ../shared."""
+    """The official training label file (a copy ships in fivek_utils/resources)."""
     if not REAL_META.exists():
         pytest.skip(f"official label file not found at {REAL_META}")
     return REAL_META

@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-import pandas as pd
 import pytest
 
 from fivek_utils.config import Config, ConfigError
