@@ -65,7 +65,7 @@ def test_ensemble_averages_folds_and_augmentations_and_falls_back_per_row(run_di
     (folder / "1.jpg").write_bytes(b"not a jpeg")  # unreadable; 3.jpg is missing
     meta = pd.DataFrame({"image_id": [10, 11, 12, 13], "fname": [f"{i}.jpg" for i in range(4)]})
     meta["path"] = [str(folder / f) for f in meta["fname"]]
-    with pytest.warns(UserWarning, match="2 test image"):
+    with pytest.warns(UserWarning, match="2 of 4 images unreadable"), pytest.warns(UserWarning, match="2 test image"):
         pred = predict_split(ens, meta, tta=ens.tta, batch_size=2, progress=False)
 
     frame = pred.frame
