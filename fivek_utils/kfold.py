@@ -84,10 +84,12 @@ def run_kfold(
         val_rows = np.flatnonzero(folds == k)
         if preds_path.exists() and (fold_dir / "model.keras").exists():
             with np.load(preds_path) as z:
-                if not np.array_equal(z["rows"], val_rows) or z["oof"].shape[1] != len(tta):
-                    raise ConfigError(f"{fold_dir} holds fold {k} of a run with other rows, folds or TTA; "
+                saved_hold = z["holdout"]
+                hold_changed = hold is not None and saved_hold.shape[:2] != hold.shape[1:3]
+                if not np.array_equal(z["rows"], val_rows) or z["oof"].shape[1] != len(tta) or hold_changed:
+                    raise ConfigError(f"{fold_dir} holds fold {k} of a run with other rows, folds, hold-out or TTA; "
                                       "delete the run folder, or choose another run_name, to train afresh")
-                oof[val_rows], saved_hold = z["oof"], z["holdout"]
+                oof[val_rows] = z["oof"]
             if hold is not None and saved_hold.size:
                 hold[k] = saved_hold
             print(f"fold {k}: already finished, predictions loaded")
