@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from fivek_utils.config import ConfigError
-
 from fivek_utils.data import load_labels, stratify_key
 from fivek_utils.folds import holdout_split, make_folds
 
