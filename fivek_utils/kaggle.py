@@ -53,7 +53,8 @@ __all__ = [
 # google/imagenet/efficientnet_v2_imagenet21k_b0/feature_vector, whose latest version is 2;
 # Kaggle kept TF Hub's version numbers for this family, e.g. imagenet21k-ft1k-m-feature-vector/2).
 # Other variants: imagenet21k-<b1|b2|b3|s|m|l>-feature-vector, imagenet21k-ft1k-<v>-feature-vector.
-DEFAULT_WEIGHTS_MODEL = "google/efficientnet-v2/tensorFlow2/imagenet21k-b0-feature-vector/2"
+DEFAULT_WEIGHTS_VERSION = 2
+DEFAULT_WEIGHTS_MODEL = f"google/efficientnet-v2/tensorFlow2/imagenet21k-b0-feature-vector/{DEFAULT_WEIGHTS_VERSION}"
 KIT_FILES = ("requirements.txt", "pyproject.toml", "README.md")  # README.md: pyproject's `readme`
 KIT_DIRS = ("fivek_utils", "configs", "notebooks")  # notebooks/ lets `fivek run` work from the kit
 KEYWORDS = ["computer vision", "deep learning", "keras"]
@@ -256,14 +257,26 @@ def _copy_kit(kit: Path) -> None:
             shutil.copy2(code_root / name, kit / name)
 
 
-def _weights_default(notebook: Path, params: Mapping[str, Any]) -> str:
-    """The `weights` a notebook will run with: its injected parameter, else its declared default."""
+def _param(notebook: Path, params: Mapping[str, Any], name: str) -> str:
+    """The value a notebook will run with: its injected parameter, else its declared default."""
     from .runner import declared_parameters
 
-    if "weights" in params:
-        return str(params["weights"])
-    declared = declared_parameters(notebook).get("weights")
+    if name in params:
+        return str(params[name])
+    declared = declared_parameters(notebook).get(name)
     return str(declared.get("default", "")) if declared else ""
+
+
+def weights_model_for(backbone: str, weights: str) -> str:
+    """The Kaggle Models source of the checkpoint a notebook's backbone and 21k weights need,
+    e.g. EfficientNetV2S + imagenet21k -> google/efficientnet-v2/tensorFlow2/imagenet21k-s-feature-vector/2."""
+    from .weights import ModelConfigError, _variant_of, pretrained_source
+
+    try:
+        src = pretrained_source(_variant_of(backbone), weights)
+    except ModelConfigError as exc:
+        raise KaggleBundleError(f"weights={weights!r} with backbone={backbone!r}: {exc}") from exc
+    return f"{src.kaggle_handle}/{DEFAULT_WEIGHTS_VERSION}"
 
 
 def _push_order(stems: list[str]) -> list[list[str]]:
@@ -307,7 +320,7 @@ def build_bundle(
     *,
     user: str | None = None,
     competition_data: str | None = None,
-    weights_model: str | None = DEFAULT_WEIGHTS_MODEL,
+    weights_model: str | None = None,
     dataset_slug: str = "fivek-kit",
     enable_gpu: bool = True,
     enable_internet: bool = False,
@@ -317,8 +330,9 @@ def build_bundle(
     """Write the kit dataset and one Kaggle notebook folder per numbered notebook under `out`.
 
     `user` defaults to $KAGGLE_USERNAME. `competition_data` ("owner/slug" dataset or competition
-    slug) is attached to every notebook; `weights_model` (a Kaggle Models handle) to those that use
-    ImageNet-21k weights. `config` (a pipeline YAML) injects its parameters into the bundled
+    slug) is attached to every notebook. Notebooks that use ImageNet-21k weights get the Kaggle
+    model of their own backbone and source (`weights_model_for`), or `weights_model` when given
+    ("" attaches none). `config` (a pipeline YAML) injects its parameters into the bundled
     notebooks as papermill would. Returns what was written and the commands that upload it.
     """
     from .runner import list_notebooks, notebook_params
@@ -332,7 +346,7 @@ def build_bundle(
     _check_slug(user, "user", "pass your Kaggle user name with --user or KAGGLE_USERNAME")
     _check_slug(dataset_slug, "dataset_slug", "use a name like fivek-kit")
     data_datasets, data_competitions = _data_sources(competition_data)
-    model_sources = _check_model(weights_model)
+    model_sources = _check_model(weights_model) if weights_model is not None else None
     pipeline = _config.load_yaml(config) if config else {}
 
     notebooks = list_notebooks(_config.NOTEBOOKS_DIR)
@@ -358,14 +372,18 @@ def build_bundle(
         stem = nb.stem
         params = notebook_params(pipeline, nb) if pipeline else {}
         inputs = [f"{user}/{kernel_slug(s)}" for s in KERNEL_INPUTS.get(stem, ()) if s in stems]
-        weights = _weights_default(nb, params).strip("\"' ")
-        uses_21k = "imagenet21k" in weights
+        weights = _param(nb, params, "weights").strip("\"' ")
+        uses_21k = weights in ("imagenet21k", "imagenet21k-ft1k")
+        if uses_21k and model_sources is None:
+            models = [weights_model_for(_param(nb, params, "backbone").strip("\"' "), weights)]
+        else:
+            models = model_sources or []
         meta = kernel_metadata(
             user, stem,
             dataset_sources=[kit_id, *data_datasets],
             competition_sources=data_competitions,
             kernel_sources=inputs,
-            model_sources=model_sources if uses_21k else [],
+            model_sources=models if uses_21k else [],
             enable_gpu=enable_gpu and stem not in CPU_NOTEBOOKS,
             enable_internet=enable_internet,
         )
@@ -422,9 +440,10 @@ def add_kaggle_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--user", help="your Kaggle user name (default $KAGGLE_USERNAME)")
     p.add_argument("--competition-data", metavar="SLUG",
                    help="the Zalo data on Kaggle: 'owner/dataset-slug' (a dataset) or 'competition-slug'")
-    p.add_argument("--weights-model", metavar="HANDLE", default=DEFAULT_WEIGHTS_MODEL,
-                   help=f"Kaggle model with the ImageNet-21k weights, attached to notebooks using them "
-                        f"(default {DEFAULT_WEIGHTS_MODEL}; '' for none)")
+    p.add_argument("--weights-model", metavar="HANDLE", default=None,
+                   help="Kaggle model with the ImageNet-21k weights, attached to every notebook using them "
+                        "(default: each notebook's own, from its backbone and weights, e.g. "
+                        f"{DEFAULT_WEIGHTS_MODEL} for EfficientNetV2B0; '' for none)")
     p.add_argument("--dataset-slug", default="fivek-kit", help="slug of the kit dataset (default fivek-kit)")
     p.add_argument("--config", help="pipeline YAML whose parameters are injected into the notebooks, e.g. configs/full.yaml")
     p.add_argument("--with-wheels", action="store_true",

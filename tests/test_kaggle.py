@@ -192,3 +192,20 @@ def test_bundled_eda_notebook_runs_on_a_fake_kaggle_tree(bundle, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["executed.ipynb", "kaggle"]
     text = "".join(o.get("text", "") for c in nbformat.read(executed, 4).cells if c.cell_type == "code" for o in c.outputs)
     assert f"using {data}" in text and f"dataset: {data}" in text
+
+
+def test_each_notebook_gets_the_21k_model_of_its_own_backbone(tmp_path):
+    summary = kg.build_bundle(tmp_path / "full", user=USER, config=CODE_ROOT / "configs" / "full.yaml")
+    s_model = "google/efficientnet-v2/tensorFlow2/imagenet21k-s-feature-vector/2"
+    assert {s: k["model_sources"] for s, k in summary["kernels"].items() if k["model_sources"]} == {
+        s: [s_model] for s in STEMS[2:5]}  # full.yaml trains EfficientNetV2S in 03-05; 02 uses ImageNet-1k
+    assert kg.weights_model_for("EfficientNetV2M", "imagenet21k-ft1k").endswith("/imagenet21k-ft1k-m-feature-vector/2")
+
+    chosen = "someone/my-efficientnet/tensorFlow2/s-21k/1"
+    summary = kg.build_bundle(tmp_path / "chosen", user=USER, config=CODE_ROOT / "configs" / "full.yaml", weights_model=chosen)
+    assert summary["kernels"]["04-progressive-finetune"]["model_sources"] == [chosen]
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("notebooks:\n  '03':\n    backbone: EfficientNetB0\n    weights: imagenet21k\n")
+    with pytest.raises(kg.KaggleBundleError, match="EfficientNetB0"):
+        kg.build_bundle(tmp_path / "bad", user=USER, config=config)
