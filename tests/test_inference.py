@@ -107,6 +107,8 @@ def test_written_submission_is_exactly_the_judged_format(tmp_path, meta_path):
     assert path.read_text().splitlines() == ["image_id,fname,5K", "3,c.jpg,1", "1,a.jpg,0", "2,b.jpg,1"]
     assert path.with_name("submission_probs.csv").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]  # atomic: no leftovers
+    (tmp_path / "plain.csv").write_text("x")  # readable by whoever reads a plainly written file (a grader)
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain.csv").stat().st_mode & 0o777
     assert check_submission(path, meta_path) == {"file": str(path), "rows": 3, "positives": 2, "positive_rate": 0.6667}
 
 
