@@ -25,7 +25,7 @@ from .inference import check_tta, predict_tta
 from .io import atomic_path, save_keras
 from .metrics import evaluate, tune_thresholds
 from .models import HEADS, build_model
-from .training import TrainingData, train_two_phase
+from .training import TrainingData, check_run_key, train_two_phase
 
 
 class FoldError(RuntimeError):
@@ -64,6 +64,25 @@ def _train_one(cfg: Config, train: TrainingData, val: TrainingData, fold_dir: Pa
     return model, train_two_phase(model, train, val, cfg, fold_dir)
 
 
+def _check_finished_fold(cfg: Config, fold_dir: Path, data: TrainingData, train_rows: np.ndarray, val_rows: np.ndarray) -> None:
+    """A finished fold is reused only if the same settings and rows made it (its run_key.json)."""
+    if not (fold_dir / "run_key.json").exists():
+        return
+
+    def ids_only(rows):  # the key needs the ids, not a copy of the images
+        return TrainingData(data.df.iloc[rows].reset_index(drop=True), data.images[:0], data.labels[rows])
+
+    train, val = ids_only(train_rows), ids_only(val_rows)
+    if cfg.fold_recipe == "progressive":
+        from dataclasses import asdict
+
+        from .progressive import make_schedule
+
+        check_run_key(fold_dir, cfg, train, val, recipe="progressive", stages=[asdict(s) for s in make_schedule(cfg)])
+    else:
+        check_run_key(fold_dir, cfg, train, val, recipe="two_phase")
+
+
 def run_kfold(
     cfg: Config,
     data: TrainingData,
@@ -90,6 +109,7 @@ def run_kfold(
                     raise ConfigError(f"{fold_dir} holds fold {k} of a run with other rows, folds, hold-out or TTA; "
                                       "delete the run folder, or choose another run_name, to train afresh")
                 oof[val_rows] = z["oof"]
+            _check_finished_fold(cfg, fold_dir, data, np.flatnonzero(folds != k), val_rows)
             if hold is not None and saved_hold.size:
                 hold[k] = saved_hold
             print(f"fold {k}: already finished, predictions loaded")

@@ -80,3 +80,19 @@ def test_kfold_skips_finished_folds_and_names_the_failing_one(tmp_path):
         run_kfold(cfg, data, np.array([1, 0, 2] * 2 + [0, 1]), run_dir=tmp_path)  # other folds
     with pytest.raises(ConfigError, match="other rows, folds, hold-out or TTA"):
         run_kfold(cfg.replace(tta=["identity"]), data, folds, run_dir=tmp_path)
+
+
+def test_kfold_refuses_a_finished_fold_trained_with_other_settings(tmp_path):
+    from fivek_utils.config import Config
+    from fivek_utils.kfold import run_kfold
+    from fivek_utils.training import check_run_key
+
+    data, folds = _fold_data(), np.array([0, 1] * 4)
+    cfg = Config(image_size=32, epochs_finetune=3)
+    for k in (0, 1):
+        _finish_fold(tmp_path, k, np.flatnonzero(folds == k))
+        check_run_key(tmp_path / f"fold{k}", cfg, data.subset(np.flatnonzero(folds != k)), data.subset(np.flatnonzero(folds == k)),
+                      recipe="two_phase")  # what training the fold wrote
+    run_kfold(cfg, data, folds, run_dir=tmp_path)  # same settings: reused
+    with pytest.raises(ConfigError, match=r"changed: \['epochs_finetune'\]"):
+        run_kfold(cfg.replace(epochs_finetune=6), data, folds, run_dir=tmp_path)
