@@ -50,6 +50,12 @@ def mixup_batch(layer: keras.layers.MixUp, images, labels, transformation=None):
     Keras's MixUp mixes labels linearly, so a blank (-1) would turn into a fractional false
     label. We draw Keras's transformation once and apply it to the images, to the labels
     with blanks zeroed, and to the "known" mask by the same permutation.
+
+    Why Keras's MixUp and not keras-cv's: keras 3's layer exposes its random draw
+    (`get_random_transformation`, then `transform_images` / `transform_labels`), so one draw
+    can mix the images, the labels and the "known" mask alike; keras-cv 0.9's MixUp mixes
+    images and labels inside one call and offers no way to mix the mask with the same draw.
+    RandAugment stays keras-cv's (its magnitude scale matches the paper's).
     """
     t = transformation or layer.get_random_transformation(images, training=True)
     mixed = layer.transform_images(images, t)
