@@ -253,3 +253,29 @@ def test_nearest_person_is_large_and_farther_people_are_smaller_and_higher():
             if far.z > near.z:
                 assert (fb[3] - fb[1]) / far.height < (nb[3] - nb[1]) / near.height  # fewer pixels per metre
                 assert fb[3] < nb[3]  # feet higher in the frame
+
+
+def test_masks_are_visible_in_the_face_pixels_even_at_the_demo_size():
+    """Learnable, not trivial: a linear model on each person's head crop tells masked from unmasked
+    faces, at full resolution and after the demo's 96 px letterbox (where a head is ~6 px high).
+    Finding the faces in the whole image is what a network must learn on top of this."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    crops, y = {"native": [], "96px": []}, []
+    for i in range(240):
+        scene = synth.sample_scene(np.random.default_rng(1000 + i))
+        image = synth.render_scene(scene)
+        s = 96 / max(image.size)
+        small = image.resize((max(1, round(image.width * s)), max(1, round(image.height * s))), Image.BILINEAR)
+        for p in scene.people:
+            box = synth.head_box(scene, p)
+            crops["native"].append(np.asarray(image.crop(box).resize((16, 16), Image.BILINEAR), float).ravel() / 255)
+            crops["96px"].append(np.asarray(small.crop([v * s for v in box]).resize((8, 8), Image.BILINEAR), float).ravel() / 255)
+            y.append(int(synth.wears_mask(p)))
+    y = np.array(y)
+    n = len(y) * 2 // 3
+    assert 0.2 < y.mean() < 0.95 and len(y) > 300
+    auc = {k: roc_auc_score(y[n:], LogisticRegression(max_iter=2000).fit(np.array(x[:n]), y[:n]).predict_proba(np.array(x[n:]))[:, 1])
+           for k, x in crops.items()}
+    assert auc["native"] > 0.9 and auc["96px"] > 0.8, auc
