@@ -13,6 +13,8 @@ heads are 1. Rows with one blank label are kept: the loss ignores only the blank
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,13 +67,50 @@ def available_splits(root: str | os.PathLike) -> list[str]:
 
 
 # --- reading and checking -------------------------------------------------------------------
+def read_csv_strict(path: str | os.PathLike, error: type[Exception] = DataValidationError) -> pd.DataFrame:
+    """A CSV file as a table of stripped strings, or `error` naming the file and the bad lines.
+
+    Stricter than `pandas.read_csv`, which would fill a short row with blanks, shift every
+    column when the first data row has one field too many, or stop with a parser message that
+    does not name the file: here every row must have as many fields as the header. Accepts a
+    UTF-8 byte-order mark, CRLF line ends and spaces around values; skips empty lines.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path} is a folder, not a CSV file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+                    "save it as UTF-8 CSV") from None
+    reader = csv.reader(io.StringIO(text), strict=True)
+    rows, lines = [], []
+    try:
+        for row in reader:
+            if row and any(v.strip() for v in row):
+                rows.append([v.strip() for v in row])
+                lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise error(f"{path}: line {reader.line_num}: {exc} (an unclosed quote?)") from None
+    if not rows:
+        raise error(f"{path} is empty: expected a header line and one line per image")
+    header, body = rows[0], rows[1:]
+    bad = [(line, len(r)) for line, r in zip(lines[1:], body, strict=True) if len(r) != len(header)]
+    if bad:
+        shown = ", ".join(f"line {line} has {n}" for line, n in bad[:5])
+        raise error(f"{path}: {len(bad)} line(s) do not have the header's {len(header)} fields {header}: {shown}"
+                    + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
+    return pd.DataFrame(body, columns=header, dtype=str) if body else pd.DataFrame(columns=header, dtype=str)
+
+
 def read_meta(path: str | os.PathLike, *, labelled: bool | None = None) -> tuple[pd.DataFrame, list[Problem]]:
     """Read a meta CSV as strings and list its problems (nothing is dropped or coerced yet)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"meta file {path} does not exist (expected the official layout, see data/README.md)")
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    raw.columns = [c.strip() for c in raw.columns]
+    raw = read_csv_strict(path)
+    if raw.empty:
+        raise DataValidationError(f"{path}: a header and no rows; expected one line per image")
     if labelled is None:
         labelled = "mask" in raw.columns or "distancing" in raw.columns or path.name.startswith("train")
     required = TRAIN_COLUMNS if labelled else TEST_COLUMNS
@@ -90,9 +129,17 @@ def read_meta(path: str | os.PathLike, *, labelled: bool | None = None) -> tuple
     dup = ids[(ids != "") & ids.duplicated(keep=False)]
     if len(dup):
         problems.append(Problem("duplicate_id", f"duplicate image_id values {sorted(set(dup))[:5]}", list(dup.index)))
-    bad_names = [i for i, v in enumerate(raw["fname"]) if v == ""]
+    names = raw["fname"]
+    bad_names = [i for i, v in enumerate(names) if v == ""]
     if bad_names:
         problems.append(Problem("blank_fname", "blank fname", bad_names))
+    outside = [i for i, v in enumerate(names) if v and (Path(v).name != v or v in (".", ".."))]
+    if outside:
+        problems.append(Problem("bad_fname", "fname is not a plain file name in the split's images folder "
+                                f"(a folder or path, e.g. {names.iloc[outside[0]]!r})", outside))
+    dup_names = names[(names != "") & names.duplicated(keep=False)]
+    if len(dup_names):
+        problems.append(Problem("duplicate_fname", f"the same fname on several rows {sorted(set(dup_names))[:5]}", list(dup_names.index)))
 
     if labelled:
         for col in ("mask", "distancing", "5k"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .data import read_csv_strict
 from .io import atomic_write_csv
 
 SUBMISSION_COLUMNS = ["image_id", "fname", "5K"]
@@ -41,16 +42,16 @@ def check_submission(path: str | os.PathLike, meta_path: str | os.PathLike) -> d
     for p in (path, meta_path):
         if not p.exists():
             raise SubmissionError(f"{p} does not exist")
-    sub = pd.read_csv(path, dtype=str, keep_default_na=False)
-    meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
+    sub = read_csv_strict(path, SubmissionError)
+    meta = read_csv_strict(meta_path, SubmissionError)
     problems = []
     if list(sub.columns) != SUBMISSION_COLUMNS:
         raise SubmissionError(f"{path}: header is {list(sub.columns)}, expected {SUBMISSION_COLUMNS} (capital K)")
     for col in ("image_id", "fname"):
         if col not in meta.columns:
             raise SubmissionError(f"{meta_path}: no '{col}' column")
-    key_sub = list(zip(sub["image_id"].str.strip(), sub["fname"].str.strip()))
-    key_meta = list(zip(meta["image_id"].str.strip(), meta["fname"].str.strip()))
+    key_sub = list(zip(sub["image_id"], sub["fname"]))
+    key_meta = list(zip(meta["image_id"], meta["fname"]))
     missing = sorted(set(key_meta) - set(key_sub))
     extra = sorted(set(key_sub) - set(key_meta))
     dup = sub[sub.duplicated(["image_id", "fname"], keep=False)]
@@ -60,7 +61,7 @@ def check_submission(path: str | os.PathLike, meta_path: str | os.PathLike) -> d
         problems.append(f"{len(extra)} row(s) are not in the meta file, e.g. {extra[:3]}")
     if len(dup):
         problems.append(f"{len(dup)} duplicated row(s), e.g. lines {[i + 2 for i in dup.index[:3]]}")
-    bad = sub[~sub["5K"].str.strip().isin(["0", "1"])]
+    bad = sub[~sub["5K"].isin(["0", "1"])]
     if len(bad):
         problems.append(f"{len(bad)} 5K value(s) are not 0/1, e.g. line {bad.index[0] + 2}: {bad['5K'].iloc[0]!r}")
     if not problems and key_sub != key_meta:

@@ -13,6 +13,7 @@ from fivek_utils.data import (
     label_counts,
     load_labels,
     load_meta,
+    read_meta,
     stratify_key,
 )
 
@@ -123,3 +124,34 @@ def test_real_label_file_counts(real_meta_path):
     assert counts["5k_implied"]["distancing0_mask_blank"] == 415
     assert counts["co_occurrence"] == {"(0,0)": 461, "(0,1)": 209, "(1,0)": 502, "(1,1)": 996}
     assert np.isclose(counts["5k_known_after_rules"], 2168 + 476 + 415)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "is empty"),
+    (b"image_id,fname,mask,distancing,5k\n", "a header and no rows"),
+    (b"image_id,fname,mask,distancing,5k\n1,1.jpg,1,0,0,9\n2,2.jpg,1,1,1\n", r"line 2 has 6"),  # pandas would shift columns
+    (b"image_id,fname,mask,distancing,5k\n1,1.jpg,1,0,0\n2,2.jpg,1\n", r"line 3 has 3"),  # pandas would fill blanks
+    (b'image_id,fname,mask,distancing,5k\n1,"1.jpg,1,0,0\n', "unclosed quote"),
+    ("image_id,fname,mask,distancing,5k\n1,café.jpg,1,0,0\n".encode("latin-1"), "not UTF-8"),
+])
+def test_broken_csv_files_are_named_with_the_problem(tmp_path, content, problem):
+    path = tmp_path / "train_meta.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataValidationError, match=problem) as err:
+        read_meta(path)
+    assert str(path) in str(err.value)
+
+
+def test_csv_with_bom_crlf_and_padding_reads_cleanly(tmp_path):
+    path = tmp_path / "train_meta.csv"
+    path.write_bytes("\ufeffimage_id, fname ,mask,distancing,5k\r\n1, 1.jpg ,1,,\r\n\r\n2,2.jpg,0,1,0\r\n".encode())
+    raw, problems = read_meta(path)
+    assert list(raw.columns) == ["image_id", "fname", "mask", "distancing", "5k"] and not problems
+    assert raw["fname"].tolist() == ["1.jpg", "2.jpg"] and raw["distancing"].tolist() == ["", "1"]
+
+
+def test_fnames_must_be_plain_unique_names(tmp_path):
+    path = tmp_path / "train_meta.csv"
+    path.write_text("image_id,fname,mask,distancing,5k\n1,../../public_test/images/9.jpg,1,1,1\n2,2.jpg,0,1,0\n3,2.jpg,0,1,0\n")
+    _, problems = read_meta(path)
+    assert {p.kind: p.rows for p in problems} == {"bad_fname": [0], "duplicate_fname": [1, 2]}
