@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import available_splits, label_counts, load_meta
+from .data import SPLITS, available_splits, label_counts, load_meta, split_paths
 from .images import ImageReadError, duplicate_groups, image_info, perceptual_hashes
 
 
@@ -41,10 +41,10 @@ def _size_summary(infos: list[dict]) -> dict:
 def image_table(df: pd.DataFrame, num_workers: int = 0) -> pd.DataFrame:
     """Per row: whether the file exists / is readable, and its format, mode and size."""
     def info(p: str) -> dict:
-        if not os.path.exists(p):
+        if not os.path.isfile(p):  # a blank fname points at the folder itself
             return {"status": "missing"}
         try:
-            return {"status": "ok", **image_info(p)}
+            return {"status": "ok", **image_info(p, verify=True)}
         except ImageReadError as exc:
             return {"status": "unreadable", "error": str(exc)}
 
@@ -61,11 +61,13 @@ def describe_split(root: str | os.PathLike, split: str, *, duplicates: bool = Tr
     if split == "train":
         out["labels"] = label_counts(df)
     out["problems"] = {p.kind: len(p.rows) for p in problems}
+    if problems:
+        out["problem_details"] = [p.describe(Path(df.attrs["meta_path"]), df) for p in problems]
     contradictions = next((p for p in problems if p.kind == "contradiction"), None)
     out["contradictions"] = len(contradictions.rows) if contradictions else 0
 
-    images_dir = Path(df["path"].iloc[0]).parent if len(df) else None
-    if images_dir is None or not images_dir.is_dir():
+    images_dir = split_paths(root, split)[0]
+    if not images_dir.is_dir():
         out["images"] = {"found": 0, "missing": len(df), "unreadable": 0, "note": f"no images folder at {images_dir}"}
         return out
     table = image_table(df)
@@ -104,4 +106,9 @@ def describe_dataset(root: str | os.PathLike, *, duplicates: bool = True, progre
             f"no split found under {root}: expected {root}/train/train_meta.csv and/or "
             f"{root}/public_test/public_test_meta.csv (see data/README.md)"
         )
-    return {"root": str(root), "splits": {s: describe_split(root, s, duplicates=duplicates, progress=progress) for s in splits}}
+    out = {"root": str(root), "splits": {s: describe_split(root, s, duplicates=duplicates, progress=progress) for s in splits}}
+    orphans = [s for s in SPLITS if s not in splits and split_paths(root, s)[0].is_dir()]
+    if orphans:
+        out["warnings"] = [f"{split_paths(root, s)[0]} exists but {split_paths(root, s)[1].name} does not: "
+                           f"the {s} split is left out" for s in orphans]
+    return out

@@ -74,3 +74,26 @@ def test_describe_counts_missing_unreadable_duplicates_and_test(tmp_path):
 def test_describe_without_any_split_says_what_it_expected(tmp_path):
     with pytest.raises(FileNotFoundError, match="train/train_meta.csv"):
         describe_dataset(tmp_path)
+
+
+def test_describe_catches_truncated_images_and_names_problem_rows(tmp_path):
+    root = tmp_path
+    images = root / "train" / "images"
+    images.mkdir(parents=True)
+    pd.DataFrame({"image_id": [1, 2, 3, 3], "fname": ["sub/1.jpg", "2.jpg", "3.jpg", "4.jpg"],
+                  "mask": ["1", "0", "2", "1"], "distancing": ["1", "", "1", "0"], "5k": ["1", "", "", "0"]}
+                 ).to_csv(root / "train" / "train_meta.csv", index=False)
+    buf = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))
+    buf.save(images / "2.jpg", quality=90)
+    (images / "3.jpg").write_bytes((images / "2.jpg").read_bytes()[:3000])  # truncated: the header still reads
+    buf.save(images / "4.jpg")
+    (root / "public_test" / "images").mkdir(parents=True)  # images but no meta file
+
+    out = describe_dataset(root, duplicates=False)
+    train = out["splits"]["train"]
+    assert train["images"]["unreadable"] == 1 and "3.jpg" in train["images"]["first_unreadable"][0]
+    assert train["images"]["missing"] == 1 and train["images"]["first_missing"] == ["sub/1.jpg"]
+    details = " | ".join(train["problem_details"])
+    assert "line 4 (image_id=3), line 5 (image_id=3)" in details and "values outside {0, 1, blank}: ['2']" in details
+    assert "fname is not a plain file name" in details
+    assert out["warnings"] == [f"{root / 'public_test' / 'images'} exists but public_test_meta.csv does not: the public_test split is left out"]
