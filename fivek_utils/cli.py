@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+# TensorFlow's C++ start-up notes would bury a one-line error; warnings and errors still show
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _cmd_synth(args) -> int:
@@ -87,8 +91,13 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_weights(args) -> int:
+    from .config import ConfigError
+
     if args.action == "standin":
         from .automl_export import export_automl_savedmodel
+
+        if not args.out:
+            raise ConfigError("weights standin needs --out FOLDER (where to write the SavedModel)")
 
         export_automl_savedmodel(args.out, variant=args.variant, seed=args.seed)
         print(f"wrote a randomly initialised EfficientNetV2-{args.variant} SavedModel (official layout) to {args.out}")
@@ -129,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, help="run folder: fold*/model.keras (or model.keras), thresholds.json, config.yaml")
     p.add_argument("--test-dir", required=True, help="folder with images/ and its *_meta.csv, e.g. /data/private_test")
     p.add_argument("--out", required=True, help="submission CSV to write, e.g. /result/submission.csv")
-    p.add_argument("--tta", nargs="*", help="augmentations (identity flip); default: those the run's thresholds were tuned with")
+    p.add_argument("--tta", nargs="*", choices=["identity", "flip"],
+                   help="augmentations (identity flip); default: those the run's thresholds were tuned with")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-probs", action="store_true", help="do not write <out>_probs.csv beside it")
     p.add_argument("--quiet", action="store_true")
@@ -145,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="EfficientNetV2B0")
     p.add_argument("--source", default="imagenet21k", help="imagenet21k, imagenet21k-ft1k, or a SavedModel folder")
     p.add_argument("--out", help="standin: folder to write")
-    p.add_argument("--variant", default="b0", help="standin: b0, b1, ...")
+    p.add_argument("--variant", default="b0", choices=["b0", "b1", "b2", "b3", "s", "m", "l"], help="standin: the EfficientNetV2 size")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_weights)
 
@@ -166,8 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line for expected failures, traceback with FIVEK_DEBUG
-        import os
-
         from .config import ConfigError
         from .data import DataValidationError
         from .runner import PipelineError

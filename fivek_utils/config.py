@@ -209,7 +209,10 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path) if Path(path).exists() else resolve_path(path)
     if not p.exists():
         raise ConfigError(f"config file {path} does not exist (looked in the current folder and {PROJ_ROOT})")
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings at the top level")
     return data

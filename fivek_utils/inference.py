@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .config import CACHE_DIR
+from .config import CACHE_DIR, ConfigError
 from .images import load_images
 from .models import HEADS, decide_5k
 from .training import predict_probs
@@ -81,11 +81,29 @@ def load_ensemble(models_dir: str | os.PathLike) -> Ensemble:
         if not (d / name).exists():
             raise FileNotFoundError(f"{d / name} is missing: a run folder holds its models, thresholds.json, "
                                     "config.yaml and ensemble.json (written by the notebooks' Save step)")
-    thresholds = json.loads((d / "thresholds.json").read_text())
-    info = json.loads((d / "ensemble.json").read_text())
-    models = [keras.saving.load_model(p, compile=False) for p in paths]
+    thresholds, info = _read_json(d / "thresholds.json"), _read_json(d / "ensemble.json")
+    missing = [k for k in ("image_size", "tta", "base_rates", "fallback_5k") if k not in info]
+    if missing:
+        raise ConfigError(f"{d / 'ensemble.json'} lacks {missing}: re-run the notebook's Save step")
+    models = []
+    for p in paths:
+        try:
+            models.append(keras.saving.load_model(p, compile=False))
+        except Exception as exc:  # Keras says "File not found" for a corrupt archive
+            raise ConfigError(f"{p}: cannot load this Keras model ({type(exc).__name__}: {str(exc)[:300]}); "
+                              "is it a complete .keras file saved by the kit?") from exc
     return Ensemble(models, [p.parent.name if p.parent != d else d.name for p in paths], thresholds,
                     int(info["image_size"]), info["base_rates"], d, check_tta(info["tta"]), int(info["fallback_5k"]))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return data
 
 
 @dataclass

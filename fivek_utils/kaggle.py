@@ -353,8 +353,14 @@ def build_bundle(
     if not notebooks:
         raise KaggleBundleError(f"no numbered notebooks in {_config.NOTEBOOKS_DIR}: run `fivek kaggle` from a checkout")
     stems = [nb.stem for nb in notebooks]
+    if pipeline:
+        from .runner import check_pipeline
+
+        check_pipeline(pipeline, notebooks, config)
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise KaggleBundleError(f"--out {out} is a file; give a folder to write the bundle into")
     out.mkdir(parents=True, exist_ok=True)
     kit = out / dataset_slug
     for stale in [kit, *(out / s for s in stems)]:  # only what this command writes, never all of `out`

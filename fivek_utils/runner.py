@@ -52,12 +52,28 @@ def notebook_params(pipeline: dict, notebook: Path) -> dict:
     shared = {k: v for k, v in pipeline.items() if k != "notebooks" and k in declared}
     sections = pipeline.get("notebooks") or {}
     number = notebook.name[:2]
-    key = next((k for k in sections if str(k) in (notebook.stem, number) or notebook.stem.startswith(f"{k}")), None)
+    key = next((k for k in sections if str(k) in (notebook.stem, number) or notebook.stem.startswith(f"{k}-")), None)
     section = dict(sections.get(key) or {}) if key is not None else {}
     unknown = sorted(set(section) - set(declared))
     if unknown:
         raise ConfigError(f"section '{key}' sets {unknown}, which {notebook.name} does not declare; it declares {sorted(declared)}")
     return {**shared, **section}
+
+
+def check_pipeline(pipeline: dict, notebooks: list[Path], source: str | os.PathLike = "config") -> None:
+    """Catch typos no single notebook would: a shared key that no notebook declares, and a
+    `notebooks:` section that matches no notebook (both would otherwise be silently ignored)."""
+    declared = {nb: declared_parameters(nb) for nb in notebooks}
+    every = set().union(*map(set, declared.values())) if declared else set()
+    unknown = sorted(k for k in pipeline if k not in ("notebooks", "prepare") and k not in every)
+    if unknown:
+        raise ConfigError(f"{source}: shared key(s) {unknown} are declared by no notebook; known keys: {sorted(every)}")
+    stems = [nb.stem for nb in notebooks]
+    orphans = [k for k in (pipeline.get("notebooks") or {})
+               if not any(str(k) in (stem, stem[:2]) or stem.startswith(f"{k}-") for stem in stems)]
+    if orphans:
+        raise ConfigError(f"{source}: section(s) {orphans} under notebooks: match no notebook; use a number like '03' "
+                          f"or a name among {stems}")
 
 
 def prepare(pipeline: dict) -> None:
@@ -106,7 +122,8 @@ def run_notebooks(
     notebooks = select_notebooks(list_notebooks(notebooks_dir), only)
     if not notebooks:
         raise ConfigError(f"no numbered notebooks found in {notebooks_dir}")
-    params = {nb: notebook_params(pipeline, nb) for nb in notebooks}  # fail on typos before any work
+    check_pipeline(pipeline, list_notebooks(notebooks_dir), config)  # fail on typos before any work
+    params = {nb: notebook_params(pipeline, nb) for nb in notebooks}
     prepare(pipeline)
     output_dir.mkdir(parents=True, exist_ok=True)
     done = []

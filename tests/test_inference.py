@@ -132,3 +132,29 @@ def test_checker_wants_the_capital_k_header(tmp_path, meta_path):
     path.write_text("image_id,fname,5k\n3,c.jpg,1\n1,a.jpg,0\n2,b.jpg,1\n")
     with pytest.raises(SubmissionError, match="capital K"):
         check_submission(path, meta_path)
+
+
+def test_broken_run_folders_name_the_file(run_dir):
+    from fivek_utils.config import ConfigError
+
+    (run_dir / "fold1" / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match=r"fold1/model.keras: cannot load"):
+        load_ensemble(run_dir)
+    (run_dir / "ensemble.json").write_text('{"image_size": 32}')
+    with pytest.raises(ConfigError, match=r"ensemble.json lacks \['tta'"):
+        load_ensemble(run_dir)
+    (run_dir / "thresholds.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="thresholds.json: not valid JSON"):
+        load_ensemble(run_dir)
+
+
+@pytest.mark.parametrize("content, problem", [(b"", "is empty"), (b"image_id,fname,5K\n1,a.jpg\n", "line 2 has 2"),
+                                              (b"\xff\xfe\x00garbage", "not UTF-8")])
+def test_checker_names_unreadable_files(tmp_path, meta_path, content, problem):
+    path = tmp_path / "odd.csv"
+    path.write_bytes(content)
+    with pytest.raises(SubmissionError, match=problem):
+        check_submission(path, meta_path)
+    good = written(tmp_path, [(3, "c.jpg", 1), (1, "a.jpg", 0), (2, "b.jpg", 1)])
+    with pytest.raises(SubmissionError, match="is a folder"):
+        check_submission(good, tmp_path)

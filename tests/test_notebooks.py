@@ -10,7 +10,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from fivek_utils.config import CODE_ROOT, ConfigError
+from fivek_utils.config import CODE_ROOT, ConfigError, load_yaml
 from fivek_utils.runner import declared_parameters, list_notebooks, notebook_params, select_notebooks
 
 NOTEBOOKS = list_notebooks(CODE_ROOT / "notebooks")
@@ -53,6 +53,17 @@ def test_undeclared_section_key_is_an_error_naming_it():
     with pytest.raises(ConfigError, match=r"section '02' sets \['imgae_size'\]"):
         notebook_params(pipeline, nb)
     assert notebook_params({"image_size": 64, "gallery_size": 9}, nb) == {"image_size": 64}  # shared keys only where declared
+
+
+def test_keys_and_sections_that_match_nothing_are_errors():
+    from fivek_utils.runner import check_pipeline
+
+    for config in ("smoke", "demo", "full"):
+        check_pipeline(load_yaml(CODE_ROOT / "configs" / f"{config}.yaml"), NOTEBOOKS)
+    with pytest.raises(ConfigError, match=r"shared key\(s\) \['image_sise'\] are declared by no notebook"):
+        check_pipeline({"image_sise": 64, "prepare": {}}, NOTEBOOKS)
+    with pytest.raises(ConfigError, match=r"section\(s\) \['2', '09'\]"):
+        check_pipeline({"notebooks": {"2": {}, "09": {}, "03": {}, "05-kfold-ensemble": {}}}, NOTEBOOKS)
 
 
 def test_select_notebooks():
