@@ -79,21 +79,15 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
     return letterbox(open_rgb(path, max_side=size), size)
 
 
-def image_info(path: str | os.PathLike, *, verify: bool = False) -> dict:
-    """Format, mode and upright size of an image from its header; with `verify`, also decode it
-    (JPEGs at 1/8 scale, which is quick but still reads every byte) to catch truncated files."""
+def image_info(path: str | os.PathLike) -> dict:
+    """Format, mode, upright size of an image without decoding its pixels."""
     try:
         with Image.open(path) as im:
             w, h = im.size
             orientation = im.getexif().get(0x0112, 1)
             if orientation in (5, 6, 7, 8):
                 w, h = h, w
-            info = {"format": im.format, "mode": im.mode, "width": w, "height": h}
-            if verify:
-                if im.format == "JPEG":
-                    im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
-                im.load()
-            return info
+            return {"format": im.format, "mode": im.mode, "width": w, "height": h}
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
 
@@ -197,9 +191,18 @@ def load_images(
 
 
 # --- near-duplicates ---------------------------------------------------------------------------
+HASH_SIDE = 128  # images are hashed from a decode at about this size
+
+
+def phash(image: Image.Image) -> np.uint64:
+    """64-bit perceptual hash of a decoded image, as a number (see `duplicate_groups`)."""
+    import imagehash
+
+    return np.uint64(int(str(imagehash.phash(image)), 16))
+
+
 def perceptual_hashes(paths: Sequence[str | os.PathLike], *, num_workers: int = 0, progress: bool = True) -> np.ndarray:
     """64-bit pHash per image as uint64 (0 with a warning for unreadable files)."""
-    import imagehash
     from tqdm.auto import tqdm
 
     out = np.zeros(len(paths), dtype=np.uint64)
@@ -207,8 +210,7 @@ def perceptual_hashes(paths: Sequence[str | os.PathLike], *, num_workers: int = 
 
     def work(i: int) -> None:
         try:
-            h = imagehash.phash(open_rgb(paths[i], max_side=128))
-            out[i] = np.uint64(int(str(h), 16))
+            out[i] = phash(open_rgb(paths[i], max_side=HASH_SIDE))
         except ImageReadError:
             bad[i] = True
 

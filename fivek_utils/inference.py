@@ -74,7 +74,8 @@ def find_models(models_dir: str | os.PathLike) -> list[Path]:
 
 
 def load_ensemble(models_dir: str | os.PathLike) -> Ensemble:
-    """Load every model of a run with its thresholds.json and config.yaml."""
+    """Load every model of a run with its thresholds.json and ensemble.json (config.yaml must be
+    there too: notebook 06 records it beside the submission)."""
     d = Path(models_dir)
     paths = find_models(d)
     for name in ("thresholds.json", "config.yaml", "ensemble.json"):

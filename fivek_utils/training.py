@@ -210,7 +210,6 @@ def check_run_key(run_dir: Path, cfg: Config, train: TrainingData, val: Training
                       "delete that folder, or choose another run_name, to train afresh")
 
 
-
 class EpochTimer(keras.callbacks.Callback):
     """Logs training seconds and images per second of each epoch (validation excluded).
 
