@@ -379,17 +379,16 @@ def build_bundle(
         params = notebook_params(pipeline, nb) if pipeline else {}
         inputs = [f"{user}/{kernel_slug(s)}" for s in KERNEL_INPUTS.get(stem, ()) if s in stems]
         weights = _param(nb, params, "weights").strip("\"' ")
-        uses_21k = weights in ("imagenet21k", "imagenet21k-ft1k")
-        if uses_21k and model_sources is None:
-            models = [weights_model_for(_param(nb, params, "backbone").strip("\"' "), weights)]
-        else:
-            models = model_sources or []
+        models = []
+        if weights in ("imagenet21k", "imagenet21k-ft1k"):
+            models = model_sources if model_sources is not None else [
+                weights_model_for(_param(nb, params, "backbone").strip("\"' "), weights)]
         meta = kernel_metadata(
             user, stem,
             dataset_sources=[kit_id, *data_datasets],
             competition_sources=data_competitions,
             kernel_sources=inputs,
-            model_sources=models if uses_21k else [],
+            model_sources=models,
             enable_gpu=enable_gpu and stem not in CPU_NOTEBOOKS,
             enable_internet=enable_internet,
         )
