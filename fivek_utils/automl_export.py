@@ -78,9 +78,13 @@ _DEPTH_DIVISOR = 8
 _MIN_DEPTH = 8
 _BN_EPSILON = 1e-3
 
-# What the exported module does to its [0, 1] input before the network:
-# "identity" feeds it as is; "minus1_1" maps it to automl's [-1, 1] ((x * 255 - 128) / 128).
-INPUT_TRANSFORMS = ("identity", "minus1_1")
+# What the exported module does to its [0, 1] input before the network: "identity" feeds it as is
+# (a network trained on [-1, 1] fed [0, 1] straight, as the tfhub.dev pages describe the exports);
+# "minus1_1" maps it to automl's [-1, 1] ((x * 255 - 128) / 128); "imagenet" normalises with the
+# ImageNet mean and std, as keras.applications' own V2-B0..B3 preprocessing does.
+INPUT_TRANSFORMS = ("identity", "minus1_1", "imagenet")
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
 # Broken checkpoints for tests: "swap" uses two same-shaped variables the wrong way round in the
 # forward pass (every shape maps, the features differ); "drop" keeps one kernel out of the
 # exported variables (a constant in the graph instead).
@@ -275,6 +279,8 @@ def _build_module(variant: str, seed: int, input_transform: str, corrupt: str | 
             x = tf.cast(images, tf.float32)
             if input_transform == "minus1_1":
                 x = (x * 255.0 - 128.0) / 128.0
+            elif input_transform == "imagenet":
+                x = (x - tf.constant(_IMAGENET_MEAN)) / tf.constant(_IMAGENET_STD)
             model = f"efficientnetv2-{variant}"
             x = _swish(self._bn(self._conv(x, f"{model}/stem/conv2d", 2), f"{model}/stem/tpu_batch_normalization"))
             for i, blk in enumerate(blocks):
@@ -326,8 +332,9 @@ def export_automl_savedmodel(
             any other non-empty folder is refused). Written atomically.
         variant: "b0", "b1", "b2", "b3", "s", "m" or "l" (automl block strings and scaling).
         seed: seed of the random weights.
-        input_transform: "identity" (the network sees the [0, 1] input as is) or "minus1_1"
-            (it first maps [0, 1] to automl's [-1, 1] with (x * 255 - 128) / 128).
+        input_transform: "identity" (the network sees the [0, 1] input as is), "minus1_1"
+            (it first maps [0, 1] to automl's [-1, 1] with (x * 255 - 128) / 128) or "imagenet"
+            (ImageNet mean/std normalisation first).
         corrupt: None, or "swap" / "drop" to make a broken checkpoint (see `CORRUPTIONS`).
 
     Returns the folder. Its `__call__(images, training=False)` takes float32 [N, H, W, 3] in

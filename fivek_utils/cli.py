@@ -102,10 +102,15 @@ def _cmd_weights(args) -> int:
         export_automl_savedmodel(args.out, variant=args.variant, seed=args.seed)
         print(f"wrote a randomly initialised EfficientNetV2-{args.variant} SavedModel (official layout) to {args.out}")
         return 0
-    from .weights import resolve_pretrained
+    if args.action == "table":
+        from .weights import pretrained_table
 
-    weights_file, scale, offset = resolve_pretrained(args.backbone, args.source)
-    print(json.dumps({"weights_file": str(weights_file), "rescale": {"scale": scale, "offset": offset}}, indent=2))
+        print(pretrained_table())
+        return 0
+    from .weights import conversion_report, resolve_pretrained
+
+    weights_file, _scale, _offset = resolve_pretrained(args.backbone, args.source)
+    print(json.dumps(conversion_report(weights_file), indent=2))
     return 0
 
 
@@ -150,8 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", required=True, help="the test meta CSV (image_id,fname)")
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("weights", help="ImageNet-21k EfficientNetV2 weights: fetch + convert, or write an offline stand-in")
-    p.add_argument("action", choices=["convert", "standin"], help="convert: resolve/convert the checkpoint; standin: random SavedModel in the official layout")
+    p = sub.add_parser("weights", help="ImageNet-21k EfficientNetV2 weights: fetch + convert, the source table, or an offline stand-in")
+    p.add_argument("action", choices=["convert", "table", "standin"],
+                   help="convert: find or download the checkpoint, convert it once and print the conversion report; "
+                        "table: the checkpoints with their Kaggle Models versions and feature widths; "
+                        "standin: a random SavedModel in the official layout")
     p.add_argument("--backbone", default="EfficientNetV2B0")
     p.add_argument("--source", default="imagenet21k", help="imagenet21k, imagenet21k-ft1k, or a SavedModel folder")
     p.add_argument("--out", help="standin: folder to write")

@@ -49,12 +49,9 @@ __all__ = [
     "add_kaggle_parser",
 ]
 
-# ImageNet-21k EfficientNetV2-B0 feature vector on Kaggle Models (the TF Hub model
-# google/imagenet/efficientnet_v2_imagenet21k_b0/feature_vector, whose latest version is 2;
-# Kaggle kept TF Hub's version numbers for this family, e.g. imagenet21k-ft1k-m-feature-vector/2).
-# Other variants: imagenet21k-<b1|b2|b3|s|m|l>-feature-vector, imagenet21k-ft1k-<v>-feature-vector.
-DEFAULT_WEIGHTS_VERSION = 2
-DEFAULT_WEIGHTS_MODEL = f"google/efficientnet-v2/tensorFlow2/imagenet21k-b0-feature-vector/{DEFAULT_WEIGHTS_VERSION}"
+# The Kaggle Models handle of each ImageNet-21k checkpoint, with its version, comes from one table:
+# fivek_utils.weights.KAGGLE_VERSIONS. This one is the notebooks' default backbone's, for help texts.
+DEFAULT_WEIGHTS_MODEL = "google/efficientnet-v2/tensorFlow2/imagenet21k-b0-feature-vector/1"
 KIT_FILES = ("requirements.txt", "pyproject.toml", "README.md")  # README.md: pyproject's `readme`
 KIT_DIRS = ("fivek_utils", "configs", "notebooks")  # notebooks/ lets `fivek run` work from the kit
 KEYWORDS = ["computer vision", "deep learning", "keras"]
@@ -267,16 +264,17 @@ def _param(notebook: Path, params: Mapping[str, Any], name: str) -> str:
     return str(declared.get("default", "")) if declared else ""
 
 
-def weights_model_for(backbone: str, weights: str) -> str:
-    """The Kaggle Models source of the checkpoint a notebook's backbone and 21k weights need,
-    e.g. EfficientNetV2S + imagenet21k -> google/efficientnet-v2/tensorFlow2/imagenet21k-s-feature-vector/2."""
-    from .weights import ModelConfigError, _variant_of, pretrained_source
+def weights_model_for(backbone: str, weights: str):
+    """The checkpoint a notebook's backbone and 21k weights need (a `weights.PretrainedSource`:
+    `.kaggle_source` is its model source with the version from `weights.KAGGLE_VERSIONS`, e.g.
+    EfficientNetV2S + imagenet21k -> google/efficientnet-v2/tensorFlow2/imagenet21k-s-feature-vector/2,
+    or None where no public source names the version)."""
+    from .weights import ModelConfigError, variant_of, pretrained_source
 
     try:
-        src = pretrained_source(_variant_of(backbone), weights)
+        return pretrained_source(variant_of(backbone), weights)
     except ModelConfigError as exc:
         raise KaggleBundleError(f"weights={weights!r} with backbone={backbone!r}: {exc}") from exc
-    return f"{src.kaggle_handle}/{DEFAULT_WEIGHTS_VERSION}"
 
 
 def _push_order(stems: list[str]) -> list[list[str]]:
@@ -380,9 +378,16 @@ def build_bundle(
         inputs = [f"{user}/{kernel_slug(s)}" for s in KERNEL_INPUTS.get(stem, ()) if s in stems]
         weights = _param(nb, params, "weights").strip("\"' ")
         models = []
-        if weights in ("imagenet21k", "imagenet21k-ft1k"):
-            models = model_sources if model_sources is not None else [
-                weights_model_for(_param(nb, params, "backbone").strip("\"' "), weights)]
+        if weights in ("imagenet21k", "imagenet21k-ft1k") and model_sources is not None:
+            models = model_sources
+        elif weights in ("imagenet21k", "imagenet21k-ft1k"):
+            src = weights_model_for(_param(nb, params, "backbone").strip("\"' "), weights)
+            models = [src.kaggle_source] if src.kaggle_source else []
+            if not src.kaggle_source:
+                notes.append(
+                    f"{stem}: no public source names the Kaggle Models version of {src.kaggle_handle}, so no model "
+                    f"source is attached; attach it in the editor (Add Input > Models > EfficientNetV2 > TensorFlow 2 > "
+                    f"{src.kaggle_variation}) or rebuild with --weights-model {src.kaggle_handle}/<version>")
         meta = kernel_metadata(
             user, stem,
             dataset_sources=[kit_id, *data_datasets],

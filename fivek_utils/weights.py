@@ -56,12 +56,17 @@ __all__ = [
     "VARIANTS",
     "INPUT_TRANSFORMS",
     "pretrained_source",
+    "variant_of",
     "fetch_savedmodel",
     "convert_savedmodel",
     "resolve_pretrained",
     "sidecar_path",
     "read_sidecar",
     "is_converted_backbone",
+    "conversion_report",
+    "pretrained_table",
+    "KAGGLE_VERSIONS",
+    "FEATURE_WIDTHS",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,15 @@ DOWNLOAD_TIMEOUT_S = 120
 
 # keras.applications twins of the official checkpoints (xl has none, so it is not offered)
 VARIANTS = ("b0", "b1", "b2", "b3", "s", "m", "l")
+# Kaggle Models version of each feature vector (google/efficientnet-v2/tensorFlow2/<variation>/<version>),
+# as public notebooks attach them and the TF Hub -> Kaggle redirect lists name them. None: no public
+# source names one; the kit then says so instead of guessing (`fivek kaggle --weights-model` supplies it).
+KAGGLE_VERSIONS: dict[str, dict[str, int | None]] = {
+    "imagenet21k": {"b0": 1, "b1": 1, "b2": None, "b3": 1, "s": 2, "m": 2, "l": 2},
+    "imagenet21k-ft1k": {"b0": 1, "b1": None, "b2": None, "b3": 1, "s": None, "m": 2, "l": 2},
+}
+# pooled feature width of each variant: round_filters(1280 x width coefficient)
+FEATURE_WIDTHS = {"b0": 1280, "b1": 1280, "b2": 1408, "b3": 1536, "s": 1280, "m": 1280, "l": 1280}
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -121,8 +135,22 @@ class PretrainedSource:
 
     @property
     def kaggle_handle(self) -> str:
-        """Handle for `kagglehub.model_download` (no version: the latest)."""
+        """The Kaggle model without a version (`kagglehub.model_download` takes the latest)."""
         return f"{KAGGLE_MODEL}/{self.kaggle_variation}"
+
+    @property
+    def kaggle_version(self) -> int | None:
+        """Its Kaggle Models version from `KAGGLE_VERSIONS`; None when no public source names one."""
+        return KAGGLE_VERSIONS[self.source][self.variant]
+
+    @property
+    def kaggle_source(self) -> str | None:
+        """The 5-part handle a kernel's `model_sources` needs, or None when the version is unknown."""
+        return None if self.kaggle_version is None else f"{self.kaggle_handle}/{self.kaggle_version}"
+
+    @property
+    def feature_width(self) -> int:
+        return FEATURE_WIDTHS[self.variant]
 
     @property
     def hub_name(self) -> str:
@@ -173,7 +201,24 @@ def pretrained_source(variant: str, source: str = "imagenet21k") -> PretrainedSo
     return SOURCES[source][variant]
 
 
-def _variant_of(backbone: str) -> str:
+def pretrained_table() -> str:
+    """Markdown table of the official checkpoints: Keras twin, feature width, Kaggle Models sources."""
+    from .models import BACKBONES
+
+    twin = {v: name for name, v in BACKBONES.items() if v}
+    rows = ["| variant | keras.applications | features | ImageNet-21k on Kaggle Models | ImageNet-21k-ft1k on Kaggle Models |",
+            "|---|---|---|---|---|"]
+    for v in VARIANTS:
+        cells = []
+        for source in HUB_WEIGHTS:
+            src = SOURCES[source][v]
+            cells.append(f"`{src.kaggle_variation}/{src.kaggle_version}`" if src.kaggle_version
+                         else f"`{src.kaggle_variation}`, version unknown")
+        rows.append(f"| {v} | `{twin[v]}` | {FEATURE_WIDTHS[v]} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows)
+
+
+def variant_of(backbone: str) -> str:
     check_backbone(backbone)
     variant = BACKBONES[backbone]
     if not is_v2(backbone) or variant is None:
@@ -298,20 +343,21 @@ def fetch_savedmodel(variant: str, source: str = "imagenet21k") -> Path:
         return found[-1]
     tried.append(f"{kh_dir}: no earlier kagglehub download")
 
+    handle = src.kaggle_source or src.kaggle_handle  # the known version, else the latest
     if _offline():
-        tried.append(f"kagglehub.model_download({src.kaggle_handle!r}): skipped, FIVEK_OFFLINE=1")
+        tried.append(f"kagglehub.model_download({handle!r}): skipped, FIVEK_OFFLINE=1")
         tried.append(f"{src.hub_download_url}: skipped, FIVEK_OFFLINE=1")
     else:
         try:
             import kagglehub
 
-            path = Path(kagglehub.model_download(src.kaggle_handle))
+            path = Path(kagglehub.model_download(handle))
             found = _find_savedmodels(path, None)
             if found:
                 return found[-1]
-            tried.append(f"kagglehub.model_download({src.kaggle_handle!r}) -> {path}: no saved_model.pb in it")
+            tried.append(f"kagglehub.model_download({handle!r}) -> {path}: no saved_model.pb in it")
         except Exception as exc:  # network, auth, not found: all mean "try the next route"
-            tried.append(f"kagglehub.model_download({src.kaggle_handle!r}): {type(exc).__name__}: {exc}")
+            tried.append(f"kagglehub.model_download({handle!r}): {type(exc).__name__}: {exc}")
         try:
             return _download_tfhub(src)
         except Exception as exc:
@@ -321,9 +367,15 @@ def fetch_savedmodel(variant: str, source: str = "imagenet21k") -> Path:
 
 
 def _not_found_message(src: PretrainedSource, tried: Sequence[str], untrusted: Sequence[str] = ()) -> str:
+    if src.kaggle_source:
+        attach = f'kernel-metadata.json: "model_sources": ["{src.kaggle_source}"]'
+    else:
+        attach = (f'no public source names its version, so take the one its model page shows: "model_sources": '
+                  f'["{src.kaggle_handle}/<version>"]')
     lines = [
         f"No EfficientNetV2-{src.variant.upper()} ImageNet-{src.tag} feature-vector SavedModel could be "
-        f"found or downloaded (Kaggle handle {src.kaggle_handle}, TF Hub {src.hub_url}). Tried:",
+        f"found or downloaded (Kaggle {src.kaggle_source or src.kaggle_handle + ' (version unknown)'}, "
+        f"TF Hub {src.hub_url}). Tried:",
         *(f"  - {t}" for t in tried),
     ]
     if untrusted:
@@ -331,8 +383,7 @@ def _not_found_message(src: PretrainedSource, tried: Sequence[str], untrusted: S
     lines += [
         "Provide it in any one of these ways:",
         f"  1. On Kaggle: Add Input > Models > 'google/efficientnet-v2', framework TensorFlow 2, "
-        f"variation '{src.kaggle_variation}' (kernel-metadata.json: \"model_sources\": "
-        f"[\"{src.kaggle_handle}/<version>\"]); it is found under /kaggle/input automatically.",
+        f"variation '{src.kaggle_variation}' ({attach}); it is found under /kaggle/input automatically.",
         f"  2. With internet: unset FIVEK_OFFLINE and rerun (it downloads once with kagglehub and "
         f"caches the conversion as models/pretrained/{src.cache_name}), or run "
         f"`python -c \"import kagglehub; print(kagglehub.model_download('{src.kaggle_handle}'))\"` "
@@ -630,6 +681,21 @@ def is_converted_backbone(weights_file: str | os.PathLike) -> bool:
     return bool(info) and info.get("format") == SIDECAR_FORMAT
 
 
+REPORT_KEYS = ("backbone", "source", "kaggle_source", "tfhub_url", "savedmodel", "input_transform",
+               "input_transform_desc", "max_rel_error", "runner_up", "tol", "feature_width", "layers_mapped",
+               "keras", "tensorflow", "created")
+
+
+def conversion_report(weights_file: str | os.PathLike) -> dict:
+    """What a conversion's sidecar says a user should know: where the SavedModel came from, the input
+    transform the self-check chose and its error, the feature width, and the Keras/TF versions."""
+    info = read_sidecar(weights_file)
+    if info is None:
+        raise PretrainedWeightsError(f"{weights_file} has no readable sidecar {sidecar_path(weights_file).name}")
+    report = {k: info[k] for k in REPORT_KEYS if info.get(k) is not None}
+    return {**report, "weights_file": str(weights_file), "report": str(sidecar_path(weights_file))}
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -676,7 +742,7 @@ def convert_savedmodel(
     import keras
     import tensorflow as tf
 
-    variant = _variant_of(backbone)
+    variant = variant_of(backbone)
     sm_dir = Path(savedmodel_dir).expanduser().resolve()
     out_path = Path(out_path)
     if not out_path.name.endswith(".weights.h5"):
@@ -704,7 +770,8 @@ def convert_savedmodel(
     if ref.shape != (check_batch, channels):
         raise ConversionError(
             f"the SavedModel's output has shape {ref.shape}, the {backbone} feature vector would be "
-            f"{(check_batch, channels)}: not the feature-vector export of this variant?"
+            f"{(check_batch, channels)} (EfficientNetV2-{variant.upper()} features are {FEATURE_WIDTHS[variant]} wide): "
+            "not the feature-vector export of this variant?"
         )
     # every candidate in one batch: T(x) for T in INPUT_TRANSFORMS
     keys = list(INPUT_TRANSFORMS)
@@ -720,11 +787,12 @@ def convert_savedmodel(
             "depend on its input, so the input range cannot be told. Nothing was written."
         )
     if not errors[best] < tol:
-        detail = ", ".join(f"{k}: {v:.3g}" for k, v in errors.items())
+        detail = ", ".join(f"{k} ({INPUT_TRANSFORMS[k][0]}): {v:.3g}" for k, v in errors.items())
         raise ConversionError(
-            f"self-check failed for {sm_dir} -> {backbone}: the converted backbone's features differ from "
-            f"the SavedModel's for every input transform (relative error, tol {tol:g}): {detail}. "
-            "The shapes matched, so the checkpoint's variables are probably wired differently "
+            f"self-check failed for {sm_dir} -> {backbone}: the SavedModel matches none of the input conventions "
+            f"the kit knows. Relative error of the converted backbone's features for each (tol {tol:g}): {detail}. "
+            "Every variable's shape fitted, so either this SavedModel expects another input convention "
+            "(add it to fivek_utils.weights.INPUT_TRANSFORMS) or its variables are wired differently "
             "(a wrong variant, a swapped or corrupt variable). Nothing was written."
         )
 
@@ -746,6 +814,7 @@ def convert_savedmodel(
         "rel_errors": errors,
         "tol": tol,
         "check": {"seed": seed, "batch": check_batch, "size": check_size},
+        "feature_width": int(channels),
         "tensors_mapped": sum(len(c.arrays) for _, c in pairs),
         "layers_mapped": len(pairs),
         "ignored_variables": ignored,
@@ -756,7 +825,7 @@ def convert_savedmodel(
     }
     if source in SOURCES:
         src = pretrained_source(variant, source)
-        info.update(kaggle_handle=src.kaggle_handle, tfhub_url=src.hub_url)
+        info.update(kaggle_handle=src.kaggle_handle, kaggle_source=src.kaggle_source, tfhub_url=src.hub_url)
     if best == "identity":
         info["note"] = (
             "The SavedModel applies no input normalisation of its own; the model feeds it [0, 1] "
@@ -826,7 +895,7 @@ def resolve_pretrained(backbone: str, weights: str | os.PathLike):
     sidecar JSON; a cache without a matching sidecar (or with a changed weights file) is not
     trusted and is converted again, which needs the SavedModel.
     """
-    variant = _variant_of(backbone)
+    variant = variant_of(backbone)
     untrusted: list[str] = []
     if isinstance(weights, str) and weights in HUB_WEIGHTS:
         src = pretrained_source(variant, weights)

@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from fivek_utils import kaggle as kg
+from fivek_utils import weights as W
 from fivek_utils.config import CODE_ROOT
 
 USER = "alice"
@@ -199,7 +200,8 @@ def test_each_notebook_gets_the_21k_model_of_its_own_backbone(tmp_path):
     s_model = "google/efficientnet-v2/tensorFlow2/imagenet21k-s-feature-vector/2"
     assert {s: k["model_sources"] for s, k in summary["kernels"].items() if k["model_sources"]} == {
         s: [s_model] for s in STEMS[2:5]}  # full.yaml trains EfficientNetV2S in 03-05; 02 uses ImageNet-1k
-    assert kg.weights_model_for("EfficientNetV2M", "imagenet21k-ft1k").endswith("/imagenet21k-ft1k-m-feature-vector/2")
+    assert kg.weights_model_for("EfficientNetV2M", "imagenet21k-ft1k").kaggle_source.endswith(
+        "/imagenet21k-ft1k-m-feature-vector/2")
 
     chosen = "someone/my-efficientnet/tensorFlow2/s-21k/1"
     summary = kg.build_bundle(tmp_path / "chosen", user=USER, config=CODE_ROOT / "configs" / "full.yaml", weights_model=chosen)
@@ -209,3 +211,32 @@ def test_each_notebook_gets_the_21k_model_of_its_own_backbone(tmp_path):
     config.write_text("notebooks:\n  '03':\n    backbone: EfficientNetB0\n    weights: imagenet21k\n")
     with pytest.raises(kg.KaggleBundleError, match="EfficientNetB0"):
         kg.build_bundle(tmp_path / "bad", user=USER, config=config)
+
+
+def test_default_notebooks_attach_the_b0_model_of_the_table(bundle):
+    _out, summary = bundle
+    attached = {s: k["model_sources"] for s, k in summary["kernels"].items() if k["model_sources"]}
+    assert attached == {s: [kg.DEFAULT_WEIGHTS_MODEL] for s in STEMS[2:5]}
+    assert kg.DEFAULT_WEIGHTS_MODEL == W.pretrained_source("b0", "imagenet21k").kaggle_source
+
+
+@pytest.mark.parametrize("source", ["imagenet21k", "imagenet21k-ft1k"])
+@pytest.mark.parametrize("variant", W.VARIANTS)
+def test_a_config_with_any_backbone_names_that_backbones_handle(tmp_path, source, variant):
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"backbone: EfficientNetV2{variant.upper()}\nweights: {source}\n")
+    summary = kg.build_bundle(tmp_path / "out", user=USER, config=config)
+    version = W.KAGGLE_VERSIONS[source][variant]
+    variation = f"{source}-{variant}-feature-vector"
+    for stem in STEMS[1:5]:  # the notebooks that declare backbone and weights
+        models = summary["kernels"][stem]["model_sources"]
+        if version is None:  # unknown: nothing guessed, and the bundle's output says what to attach
+            assert models == []
+            assert any(note.startswith(f"{stem}: ") and variation in note and "--weights-model" in note
+                       for note in summary["notes"])
+        else:
+            assert models == [f"google/efficientnet-v2/tensorFlow2/{variation}/{version}"]
+    # --weights-model wins, known version or not
+    chosen = f"google/efficientnet-v2/tensorFlow2/{variation}/9"
+    summary = kg.build_bundle(tmp_path / "chosen", user=USER, config=config, weights_model=chosen)
+    assert summary["kernels"]["03-efficientnetv2-21k"]["model_sources"] == [chosen]

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from fivek_utils import config, models
 from fivek_utils import weights as W
-from fivek_utils.automl_export import _layer_specs, export_automl_savedmodel
+from fivek_utils.automl_export import _layer_specs, automl_plan, export_automl_savedmodel
 from fivek_utils.io import save_keras
 
 B0 = "EfficientNetV2B0"
@@ -42,6 +42,12 @@ def sm_b0(sm_root) -> Path:
 @pytest.fixture(scope="session")
 def sm_b0_m11(sm_root) -> Path:
     return _export(sm_root, "b0_minus1_1", variant="b0", seed=2, input_transform="minus1_1")
+
+
+@pytest.fixture(scope="session")
+def sm_b0_imagenet(sm_root) -> Path:
+    """A SavedModel that normalises its [0, 1] input with ImageNet mean/std itself."""
+    return _export(sm_root, "b0_imagenet", variant="b0", seed=6, input_transform="imagenet")
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +80,11 @@ def conv_b0(sm_b0, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def conv_b0_m11(sm_b0_m11, tmp_path_factory) -> dict:
     return _convert(tmp_path_factory.mktemp("converted"), sm_b0_m11, "b0_minus1_1")
+
+
+@pytest.fixture(scope="session")
+def conv_b0_imagenet(sm_b0_imagenet, tmp_path_factory) -> dict:
+    return _convert(tmp_path_factory.mktemp("converted"), sm_b0_imagenet, "b0_imagenet")
 
 
 def _copy_conversion(info: dict, dest: Path, stem: str, **sidecar_changes) -> Path:
@@ -150,6 +161,34 @@ def test_source_table_names_every_variant():
         W.resolve_pretrained("EfficientNetB0", "imagenet21k")
 
 
+def test_kaggle_versions_are_the_publicly_seen_ones_and_unknown_ones_stay_unknown():
+    seen = {  # public notebooks and the TF Hub -> Kaggle redirect lists (../shared/FACTS.md)
+        "imagenet21k": {"b0": 1, "b1": 1, "b3": 1, "s": 2, "m": 2, "l": 2},
+        "imagenet21k-ft1k": {"b0": 1, "b3": 1, "m": 2, "l": 2},
+    }
+    for source, versions in W.KAGGLE_VERSIONS.items():
+        for variant, version in versions.items():
+            src = W.pretrained_source(variant, source)
+            assert version == seen[source].get(variant)
+            if version is None:
+                assert src.kaggle_source is None
+            else:
+                assert src.kaggle_source == f"google/efficientnet-v2/tensorFlow2/{src.kaggle_variation}/{version}"
+    assert W.pretrained_source("b3").kaggle_source.endswith("/imagenet21k-b3-feature-vector/1")
+    assert W.pretrained_source("s").kaggle_source.endswith("/imagenet21k-s-feature-vector/2")
+
+
+@pytest.mark.parametrize("variant", W.VARIANTS)
+def test_feature_widths_are_the_automl_head_widths(variant):
+    # the automl head width; test_automl_layout_maps_onto_every_keras_variant ties it to the Keras twin
+    assert automl_plan(variant)[2] == W.FEATURE_WIDTHS[variant] == W.pretrained_source(variant).feature_width
+
+
+def test_readme_holds_the_source_table():
+    readme = (config.CODE_ROOT / "README.md").read_text()
+    assert W.pretrained_table() in readme, "README's pretrained-weights table is stale: paste `fivek weights table`"
+
+
 @pytest.mark.parametrize(
     "variant,backbone",
     [
@@ -194,9 +233,16 @@ def test_parser_sorts_blocks_numerically_and_tolerates_name_variants():
 
 
 # --- conversion -------------------------------------------------------------------------------
+MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
 @pytest.mark.parametrize(
     "fixture,transform,scale,offset",
-    [("b0", "identity", 1 / 255, 0.0), ("b0_m11", "minus1_1", 1 / 128, -1.0)],
+    [
+        ("b0", "identity", 1 / 255, 0.0),  # [0, 1] fed straight to the network (the tfhub.dev reading)
+        ("b0_m11", "minus1_1", 1 / 128, -1.0),  # automl's [-1, 1]
+        ("b0_imagenet", "imagenet", list(1 / (255 * STD)), list(-MEAN / STD)),  # mean/std, as keras' V2-B0..B3
+    ],
 )
 def test_convert_matches_savedmodel(request, fixture, transform, scale, offset):
     sm = request.getfixturevalue(f"sm_{fixture}")
@@ -205,6 +251,7 @@ def test_convert_matches_savedmodel(request, fixture, transform, scale, offset):
 
     assert info["input_transform"] == transform
     assert info["scale"] == pytest.approx(scale) and info["offset"] == pytest.approx(offset)
+    assert info["feature_width"] == 1280
     assert info["max_rel_error"] < TOL
     # the other candidates really were told apart
     assert sorted(info["rel_errors"].values())[1] > 10 * info["max_rel_error"]
@@ -220,7 +267,7 @@ def test_convert_matches_savedmodel(request, fixture, transform, scale, offset):
     x = _fresh_batch()
     base = models.build_backbone(B0, include_preprocessing=False)
     base.load_weights(out)
-    mine = np.asarray(base(x * 255.0 * scale + offset, training=False)).mean(axis=(1, 2))
+    mine = np.asarray(base(x * 255.0 * np.asarray(scale) + np.asarray(offset), training=False)).mean(axis=(1, 2))
     ref = _savedmodel(sm)(tf.constant(x), training=False).numpy()
     assert _rel(mine, ref) < TOL
 
@@ -229,7 +276,8 @@ def test_build_model_from_savedmodel_dir_takes_pixels(sm_b0_m11, isolated):
     """The [-1, 1] checkpoint: build_model's Rescaling(1/128, -1) makes [0, 255] pixels right."""
     sm = sm_b0_m11
     model = models.build_model(B0, weights=str(sm))
-    assert model.get_layer("preprocess") is not None
+    rescale = model.get_layer("preprocess")
+    assert (rescale.scale, rescale.offset) == pytest.approx((1 / 128, -1.0))
     features = keras.Model(model.input, model.get_layer("avg_pool").output)
     x = _fresh_batch(7)
     got = np.asarray(features(x * 255.0, training=False))  # [0, 255] pixels in
@@ -252,12 +300,23 @@ def test_b1_checkpoint_refused_for_b0_backbone(sm_b1, tmp_path):
     assert info["input_transform"] == "identity" and info["max_rel_error"] < TOL
 
 
+@pytest.mark.parametrize("variant,width", [("b2", 1408), ("b3", 1536)])
+def test_wider_variants_convert_with_their_feature_width(sm_root, tmp_path, variant, width):
+    sm = _export(sm_root, f"{variant}_minus1_1", variant=variant, seed=7, input_transform="minus1_1")
+    info = W.convert_savedmodel(sm, f"EfficientNetV2{variant.upper()}", tmp_path / f"{variant}.weights.h5", tol=TOL)
+    assert info["feature_width"] == width and info["input_transform"] == "minus1_1" and info["max_rel_error"] < TOL
+    # a B2 checkpoint is no B3: the widths differ from the first layer on
+    other = "EfficientNetV2B3" if variant == "b2" else "EfficientNetV2B2"
+    with pytest.raises(W.ConversionError, match="does not fit"):
+        W.convert_savedmodel(sm, other, tmp_path / "other.weights.h5")
+
+
 def test_swapped_checkpoint_fails_the_self_check(sm_swap, tmp_path):
     out = tmp_path / "b0.weights.h5"
-    with pytest.raises(W.ConversionError, match="self-check failed") as err:
+    with pytest.raises(W.ConversionError, match="matches none of the input conventions") as err:
         W.convert_savedmodel(sm_swap, B0, out)
-    for name in W.INPUT_TRANSFORMS:  # best error per candidate is reported
-        assert f"{name}:" in str(err.value)
+    for name, (desc, _scale, _offset) in W.INPUT_TRANSFORMS.items():  # the error of every candidate is reported
+        assert f"{name} ({desc}):" in str(err.value)
     assert _files(tmp_path) == []
 
 
@@ -356,7 +415,7 @@ def test_download_routes_without_network(sm_b0, isolated, monkeypatch):
             tar.add(item, arcname=item.name)
     monkeypatch.setattr(W.PretrainedSource, "hub_download_url", property(lambda self: archive.as_uri()))
     got = W.fetch_savedmodel("b0", "imagenet21k")
-    assert calls == ["google/efficientnet-v2/tensorFlow2/imagenet21k-b0-feature-vector"]
+    assert calls == ["google/efficientnet-v2/tensorFlow2/imagenet21k-b0-feature-vector/1"]  # the table's version
     assert got == isolated / "interim" / "tfhub" / "efficientnet_v2_imagenet21k_b0_feature_vector_2"
     assert (got / "saved_model.pb").exists()
     assert [p.name for p in got.parent.iterdir()] == [got.name]  # no temporary folders left
@@ -398,3 +457,30 @@ def test_weights_file_round_trip_and_wrong_architecture(tmp_path):
     # Keras 3 raises on a file of another architecture; load_model_weights turns it into ModelConfigError
     with pytest.raises(models.ModelConfigError, match="fits neither"):
         models.build_model("EfficientNetV2B1", weights=str(path))
+
+
+@pytest.mark.parametrize("variant,version", [("b0", "1"), ("s", "2"), ("b2", "3")])
+def test_attached_kaggle_model_is_found_whatever_its_version(sm_b0, isolated, monkeypatch, variant, version):
+    attached = isolated / "kaggle_input"
+    d = attached / "efficientnet-v2" / "tensorflow2" / f"imagenet21k-{variant}-feature-vector"
+    d.mkdir(parents=True)
+    os.symlink(sm_b0, d / version, target_is_directory=True)
+    monkeypatch.setattr(W, "KAGGLE_INPUT_DIR", attached)
+    assert W.fetch_savedmodel(variant, "imagenet21k") == d / version
+
+
+def test_weights_convert_command_prints_the_conversion_report(sm_b0_m11, isolated, capsys):
+    from fivek_utils.cli import main
+
+    assert main(["weights", "convert", "--backbone", B0, "--source", str(sm_b0_m11)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["savedmodel"] == str(sm_b0_m11.resolve())
+    assert report["input_transform"] == "minus1_1" and report["max_rel_error"] < TOL
+    assert report["feature_width"] == 1280
+    assert (report["keras"], report["tensorflow"]) == (keras.__version__, tf.__version__)
+    assert Path(report["report"]).parent == isolated / "pretrained" and Path(report["report"]).exists()
+    # a second run reads the cached conversion's report: the same choices
+    assert main(["weights", "convert", "--backbone", B0, "--source", str(sm_b0_m11)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert {k: again[k] for k in ("input_transform", "max_rel_error", "created")} == {
+        k: report[k] for k in ("input_transform", "max_rel_error", "created")}
