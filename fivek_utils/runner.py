@@ -88,13 +88,13 @@ def prepare(pipeline: dict) -> None:
     if unknown:
         raise ConfigError(f"prepare: unknown step(s) {unknown}; known: synth, standin_checkpoint")
     if "synth" in steps:
+        from .synth import ensure_dataset
+
         spec = dict(steps["synth"])
         out = resolve_path(spec.pop("out"))
-        if not (out / "train" / "train_meta.csv").exists():
-            from .synth import generate_dataset
-
-            print(f"prepare: writing the synthetic dataset to {out}", flush=True)
-            generate_dataset(out, **spec)
+        made = ensure_dataset(out, **spec)  # made again when the settings (or the generator) changed
+        if not made.get("reused"):
+            print(f"prepare: wrote the synthetic dataset to {out} ({made['seconds']} s)", flush=True)
     if "standin_checkpoint" in steps:
         spec = dict(steps["standin_checkpoint"])
         out = resolve_path(spec.pop("out"))

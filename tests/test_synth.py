@@ -17,11 +17,12 @@ from fivek_utils import synth
 N_TRAIN, N_TEST = 200, 20
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> tuple[Path, dict]:
-    """One generated dataset shared by the read-only tests."""
-    out = tmp_path_factory.mktemp("synth") / "data"
-    return out, synth.generate_dataset(out, n_train=N_TRAIN, n_test=N_TEST, seed=3, workers=2, progress=False)
+@pytest.fixture(scope="module", params=synth.PROFILES)
+def dataset(request, tmp_path_factory) -> tuple[Path, dict]:
+    """One generated dataset per profile, shared by the read-only tests."""
+    out = tmp_path_factory.mktemp(f"synth-{request.param}") / "data"
+    return out, synth.generate_dataset(out, n_train=N_TRAIN, n_test=N_TEST, seed=3, profile=request.param, workers=2,
+                                       progress=False)
 
 
 def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -143,20 +144,25 @@ def test_meta_labels_are_the_labels_of_the_scenes(dataset):
 
 
 def test_true_labels_have_roughly_the_real_balance(dataset):
-    _, summary = dataset
+    out, summary = dataset
     train = summary["train"]
     assert 0.57 < train["true_mask_1"] / N_TRAIN < 0.8  # real: 0.69 of fully labelled rows
     assert 0.4 < train["true_distancing_1"] / N_TRAIN < 0.65  # real: 0.56
-    assert set(train["people_per_image"]) <= set(range(1, 7)) and len(train["people_per_image"]) >= 5
+    most = {"closeup": 3, "realistic": 6}[summary["profile"]]
+    assert set(train["people_per_image"]) == set(range(1, most + 1))
+    assert json.loads((out / synth.MANIFEST).read_text())["profile"] == summary["profile"]
 
 
+@pytest.mark.parametrize("profile", synth.PROFILES)
 @pytest.mark.parametrize("mask,distancing", [(0, 0), (0, 1), (1, 0), (1, 1)])
-def test_sample_scene_builds_the_requested_labels(mask, distancing):
+def test_sample_scene_builds_the_requested_labels(mask, distancing, profile):
     rng = np.random.default_rng(mask * 2 + distancing)
     for _ in range(10):
-        scene = synth.sample_scene(rng, mask=mask, distancing=distancing)
+        scene = synth.sample_scene(rng, mask=mask, distancing=distancing, profile=profile)
         assert synth.scene_labels(scene) == {"mask": mask, "distancing": distancing}
-        assert 1 <= len(scene.people) <= 6
+        assert 1 <= len(scene.people) <= (3 if profile == "closeup" else 6)
+    with pytest.raises(ValueError, match="closeup"):
+        synth.sample_scene(rng, profile="portrait")
 
 
 def test_scene_round_trips_through_json():
@@ -228,7 +234,7 @@ def test_blank_labels_on_a_frame():
 
 
 def test_images_are_rgb_jpegs_of_varied_size(dataset):
-    out, _ = dataset
+    out, summary = dataset
     scenes = {s["fname"]: s["scene"] for s in read_scenes(out / "train" / "scenes.jsonl")}
     sizes = set()
     for fname, scene in scenes.items():
@@ -236,16 +242,20 @@ def test_images_are_rgb_jpegs_of_varied_size(dataset):
             assert im.format == "JPEG" and im.mode == "RGB"
             assert im.size == (scene["width"], scene["height"])
             sizes.add(im.size)
-    widths = [w for w, _ in sizes]
+    widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
     aspects = [w / h for w, h in sizes]
-    assert 320 <= min(widths) and max(widths) <= 800 and max(widths) - min(widths) > 300
-    assert min(aspects) < 0.9 and max(aspects) > 1.7 and all(0.74 < a < 2.01 for a in aspects)
+    if summary["profile"] == "realistic":
+        assert 320 <= min(widths) and max(widths) <= 800 and max(widths) - min(widths) > 300
+        assert min(aspects) < 0.9 and max(aspects) > 1.7 and all(0.74 < a < 2.01 for a in aspects)
+    else:  # heights 256-480, from a portrait 3:4 (one person) to 16:9 (a group keeping its distance)
+        assert 256 <= min(heights) and max(heights) <= 480 and max(heights) - min(heights) > 150
+        assert min(aspects) < 0.9 and max(aspects) > 1.7 and all(0.74 < a < 1.79 for a in aspects)
     assert len(sizes) > N_TRAIN // 2
 
 
 def test_nearest_person_is_large_and_farther_people_are_smaller_and_higher():
     for i in range(30):
-        scene = synth.sample_scene(np.random.default_rng([7, i]))
+        scene = synth.sample_scene(np.random.default_rng([7, i]), profile="realistic")
         by_depth = sorted(scene.people, key=lambda p: p.z)
         boxes = [synth.body_box(scene, p) for p in by_depth]
         assert 0.4 < (boxes[0][3] - boxes[0][1]) / scene.height < 0.9
@@ -264,7 +274,7 @@ def test_masks_are_visible_in_the_face_pixels_even_at_the_demo_size():
 
     crops, y = {"native": [], "96px": []}, []
     for i in range(240):
-        scene = synth.sample_scene(np.random.default_rng(1000 + i))
+        scene = synth.sample_scene(np.random.default_rng(1000 + i), profile="realistic")
         image = synth.render_scene(scene)
         s = 96 / max(image.size)
         small = image.resize((max(1, round(image.width * s)), max(1, round(image.height * s))), Image.BILINEAR)
@@ -279,3 +289,41 @@ def test_masks_are_visible_in_the_face_pixels_even_at_the_demo_size():
     auc = {k: roc_auc_score(y[n:], LogisticRegression(max_iter=2000).fit(np.array(x[:n]), y[:n]).predict_proba(np.array(x[n:]))[:, 1])
            for k, x in crops.items()}
     assert auc["native"] > 0.9 and auc["96px"] > 0.8, auc
+
+
+def test_closeup_faces_take_a_real_share_of_the_frame_and_realistic_ones_do_not():
+    """The profiles' reason to exist, measured on the scenes: the face height against the longer side."""
+    share = {}
+    for profile in synth.PROFILES:
+        faces = []
+        for i in range(400):
+            scene = synth.sample_scene(np.random.default_rng([11, i]), profile=profile).to_dict()
+            faces += [f / max(scene["width"], scene["height"]) for f in synth.face_heights(scene)]
+        share[profile] = np.median(faces)
+    assert 0.18 < share["closeup"] < 0.32 and 0.04 < share["realistic"] < 0.09, share
+    # the help text and README quote these
+    assert synth.face_heights(synth.sample_scene(np.random.default_rng(0), profile="closeup").to_dict(), 64)
+
+
+def test_closeup_people_stand_side_by_side_whole_faces_in_frame():
+    for i in range(40):
+        scene = synth.sample_scene(np.random.default_rng([5, i]), profile="closeup")
+        zs = [p.z for p in scene.people]
+        assert max(zs) - min(zs) <= 0.41 and 1.3 <= min(zs) and max(zs) <= 2.8  # one row, close to the camera
+        for p in scene.people:
+            x0, y0, x1, y1 = synth.head_box(scene, p)
+            assert 0 <= x0 and x1 <= scene.width and 0 <= y0 and y1 <= 0.85 * scene.height
+            _, foot, body, _ = synth.project(scene, p)
+            assert foot - 0.3 * body >= scene.height  # the knees below the frame: no whole bodies
+        xs = [synth.project(scene, p)[0] for p in scene.people]
+        assert xs == sorted(xs)  # left to right, as in scenes.jsonl
+
+
+def test_profile_is_part_of_the_dataset_identity(tmp_path):
+    a = synth.ensure_dataset(tmp_path, n_train=6, n_test=0, seed=1, profile="closeup", workers=1, progress=False)
+    assert not a.get("reused")
+    assert synth.ensure_dataset(tmp_path, n_train=6, n_test=0, seed=1, profile="closeup")["reused"]
+    b = synth.ensure_dataset(tmp_path, n_train=6, n_test=0, seed=1, profile="realistic", workers=1, progress=False)
+    assert not b.get("reused") and b["profile"] == "realistic"
+    people = [len(json.loads(line)["scene"]["people"]) for line in (tmp_path / "train" / "scenes.jsonl").open()]
+    assert json.loads((tmp_path / synth.MANIFEST).read_text())["profile"] == "realistic" and len(people) == 6
