@@ -140,14 +140,15 @@ def fold_spread(labels: np.ndarray, probs: np.ndarray, folds: np.ndarray, thresh
     rows = {}
     for k in np.unique(folds):
         t = evaluate(labels[folds == k], probs[folds == k], thresholds)
-        rows[f"fold {k}"] = {f"{m} {target}": t.loc[target, m] for target in t.index for m in ("f1", "auc")}
+        rows[f"fold {k}"] = {f"{m} {target}": t.loc[target, m] for target in t.index for m in ("f1", "f1_always_yes", "auc")}
     table = pd.DataFrame(rows).T
     return pd.concat([table, table.agg(["mean", "std"])])
 
 
 def _scores(labels, probs, thresholds) -> dict:
     t = evaluate(labels, probs, thresholds)
-    return {"F1 5K": t.loc["5K", "f1"], "AUC 5K": t.loc["5K", "auc"], "F1 mask": t.loc["mask", "f1"], "F1 distancing": t.loc["distancing", "f1"]}
+    return {"F1 5K": t.loc["5K", "f1"], "always-yes F1 5K": t.loc["5K", "f1_always_yes"], "AUC 5K": t.loc["5K", "auc"],
+            "F1 mask": t.loc["mask", "f1"], "F1 distancing": t.loc["distancing", "f1"]}
 
 
 def gain_table(result: KFoldResult, labels: np.ndarray, holdout_labels: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:

@@ -50,8 +50,14 @@ def fallback_5k(rates: dict, thresholds: dict) -> int:
     return int(rates.get("5K", 0.5) >= thresholds.get("f1_5K", 1.0) / 2)
 
 
+def always_yes_f1(n: int, positives: int) -> float:
+    """F1 of answering 1 for every one of n rows: the bar any F1 must clear to show learning."""
+    return 2 * positives / (n + positives) if n else float("nan")
+
+
 def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> dict:
-    """F1, precision, recall, ROC AUC and confusion counts on the rows whose label is known."""
+    """F1 beside the always-"yes" F1 of the same rows, precision, recall, ROC AUC (chance: 0.5)
+    and confusion counts, on the rows whose label is known."""
     known = y_true >= 0
     y, p = y_true[known].astype(int), prob[known]
     pred = (p >= threshold).astype(int)
@@ -61,6 +67,7 @@ def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> di
         "positives": int(y.sum()),
         "threshold": float(threshold),
         "f1": float(f1_score(y, pred, zero_division=0)) if len(y) else float("nan"),
+        "f1_always_yes": always_yes_f1(len(y), int(y.sum())),
         "precision": float(precision_score(y, pred, zero_division=0)) if len(y) else float("nan"),
         "recall": float(recall_score(y, pred, zero_division=0)) if len(y) else float("nan"),
         "auc": float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan"),

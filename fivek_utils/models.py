@@ -94,7 +94,7 @@ def build_backbone(name: str, *, include_preprocessing: bool = True, weights: st
 
 
 def build_model(
-    backbone: str = "EfficientNetV2B0",
+    backbone: str | keras.Model = "EfficientNetV2B0",
     weights: str | None = None,
     dropout: float = 0.2,
     *,
@@ -103,15 +103,22 @@ def build_model(
     """Build the two-head classifier.
 
     Args:
-        backbone: a key of `BACKBONES`.
+        backbone: a key of `BACKBONES`, or a headless `keras.Model` of your own that takes
+            (None, None, 3) float pixels in [0, 255] and returns a feature map (its layers named
+            like keras.applications' `stem_*`, `block<stage>*`, `top_*` if `unfreeze_blocks`
+            should pick stages of it).
         weights: None (random), "imagenet" (keras.applications, ImageNet-1k),
             "imagenet21k" / "imagenet21k-ft1k" (official EfficientNetV2 checkpoints,
             converted once and cached, see `fivek_utils.weights`), or a local
-            `.weights.h5`, `.keras` or SavedModel folder.
+            `.weights.h5`, `.keras` or SavedModel folder. Only None for a model of your own.
         dropout: rate of the dropout before the two heads.
     """
-    check_backbone(backbone)
     inputs = keras.Input((None, None, 3), name="image")  # float pixels in [0, 255]
+    if isinstance(backbone, keras.Model):
+        if weights is not None:
+            raise ModelConfigError(f"weights={weights!r}: load the weights of your own backbone {backbone.name} before passing it")
+        return _with_heads(inputs, backbone(inputs), dropout, name or f"fivek_{backbone.name}")
+    check_backbone(backbone)
     source = _classify_weights(weights)
 
     if source == "hub" or source == "savedmodel":
@@ -126,16 +133,19 @@ def build_model(
     else:
         base = build_backbone(backbone, weights="imagenet" if source == "imagenet" else None)
         x = inputs
-    x = base(x)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = ScheduledDropout(dropout, name="head_dropout")(x)
-    # float32 outputs keep the sigmoid stable under mixed precision
-    outputs = {h: keras.layers.Dense(1, activation="sigmoid", name=h, dtype="float32")(x) for h in HEADS}
-    model = keras.Model(inputs, outputs, name=name or f"fivek_{backbone.lower()}")
-
+    model = _with_heads(inputs, base(x), dropout, name or f"fivek_{backbone.lower()}")
     if source in ("keras_file", "weights_file"):
         load_model_weights(model, weights)
     return model
+
+
+def _with_heads(inputs, features, dropout: float, name: str) -> keras.Model:
+    """Global average pooling, dropout and the two sigmoid heads on a backbone's feature map."""
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    x = ScheduledDropout(dropout, name="head_dropout")(x)
+    # float32 outputs keep the sigmoid stable under mixed precision
+    outputs = {h: keras.layers.Dense(1, activation="sigmoid", name=h, dtype="float32")(x) for h in HEADS}
+    return keras.Model(inputs, outputs, name=name)
 
 
 def _classify_weights(weights: str | None) -> str:
@@ -213,13 +223,20 @@ def backbone_stages(base: keras.Model) -> int:
     return max(int(m.group(1)) for layer in base.layers if (m := _BLOCK.match(layer.name)))
 
 
+# Keras's BatchNormalization default (0.99) averages its statistics over about 100 steps, so in a
+# from-scratch run of a few hundred steps the inference-mode statistics lag far behind the weights and
+# validation predictions sit near chance while training learns (measured on the synthetic set).
+LEARNING_BN_MOMENTUM = 0.9
+
+
 def set_trainable(model: keras.Model, blocks: int, *, freeze_batchnorm: bool = True) -> int:
     """Freeze the backbone except its top `blocks` stages (and top conv); -1 unfreezes all.
 
     With `freeze_batchnorm` (right for pretrained weights) BatchNormalization layers stay
     frozen: with small fine-tuning batches their statistics would drift away from the
     pretrained ones (Keras transfer-learning guide). A backbone trained from scratch needs
-    them trainable, or its random statistics never adapt.
+    them trainable, or its random statistics never adapt; those that train get momentum
+    `LEARNING_BN_MOMENTUM`, so their statistics keep up with a short run.
     Returns the number of trainable weight tensors in the backbone.
     """
     base = get_backbone(model)
@@ -230,11 +247,11 @@ def set_trainable(model: keras.Model, blocks: int, *, freeze_batchnorm: bool = T
     first = 1 if blocks < 0 else backbone_stages(base) - blocks + 1
     for layer in base.layers:
         m = _BLOCK.match(layer.name)
-        in_top = layer.name.startswith("top_") or (m is not None and int(m.group(1)) >= first)
-        if blocks < 0:
-            in_top = in_top or layer.name.startswith("stem_")
+        in_top = blocks < 0 or layer.name.startswith("top_") or (m is not None and int(m.group(1)) >= first)
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = in_top and not (is_bn and freeze_batchnorm)
+        if is_bn and layer.trainable:
+            layer.momentum = LEARNING_BN_MOMENTUM
     return len(base.trainable_weights)
 
 

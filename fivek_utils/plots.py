@@ -105,9 +105,12 @@ def plot_history(history: pd.DataFrame, name: str | None = None, title: str = ""
     a.set_xlabel("epoch")
     a.set_title("training loss")
     a.legend(fontsize=8)
-    for col in ("val_f1_mask", "val_f1_distancing", "val_f1_5k", "val_auc_5k"):
+    for col in ("val_f1_mask", "val_f1_distancing", "val_f1_5k", "val_auc_mask", "val_auc_distancing", "val_auc_5k"):
         if col in history:
-            b.plot(x, history[col], marker="o", ms=3, label=col)
+            b.plot(x, history[col], marker="o", ms=3, ls="-" if "f1" in col else "--", label=col)
+    if "val_f1_5k_always_yes" in history:  # the bar an F1 must clear; AUC's is 0.5
+        b.axhline(float(history["val_f1_5k_always_yes"].iloc[-1]), color="grey", ls=":", lw=1, label="5K F1 always-yes")
+    b.axhline(0.5, color="grey", ls="-.", lw=0.7, label="AUC chance")
     b.set_ylim(0, 1.02)
     b.set_xlabel("epoch")
     b.set_title("validation")

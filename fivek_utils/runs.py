@@ -86,9 +86,11 @@ def load_metrics(run_name: str) -> pd.DataFrame | None:
     return pd.read_csv(path).set_index("target") if path.exists() else None
 
 
-def compare_runs(tables: dict[str, pd.DataFrame | None], columns=("f1", "precision", "recall", "auc")) -> pd.DataFrame:
-    """Side-by-side metrics of several runs (runs not made yet are left out)."""
-    parts = {name: t[list(columns)].astype(float) for name, t in tables.items() if t is not None}
+def compare_runs(tables: dict[str, pd.DataFrame | None],
+                 columns=("f1", "f1_always_yes", "precision", "recall", "auc")) -> pd.DataFrame:
+    """Side-by-side metrics of several runs (runs not made yet are left out), each F1 beside the
+    always-"yes" F1 of the same rows."""
+    parts = {name: t.reindex(columns=list(columns)).astype(float) for name, t in tables.items() if t is not None}
     return pd.concat(parts, axis=1) if parts else pd.DataFrame()
 
 

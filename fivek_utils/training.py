@@ -102,6 +102,12 @@ class ValidationMetrics(keras.callbacks.Callback):
         super().__init__()
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.last_probs: np.ndarray | None = None
+        table = evaluate(labels, np.ones((len(labels), 2)))  # answering "yes" everywhere: the bar to clear
+        self.always_yes = {f"val_f1_{t.lower()}_always_yes": float(table.loc[t, "f1_always_yes"]) for t in table.index}
+
+    def on_train_begin(self, logs=None):
+        print("validation F1 of answering yes everywhere (the bar; AUC's is 0.5): "
+              + ", ".join(f"{k[7:-11]} {v:.3f}" for k, v in self.always_yes.items()))
 
     def on_epoch_end(self, epoch, logs=None):
         probs = predict_probs(self.model, self.images, self.batch_size)
@@ -110,6 +116,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         if logs is not None:
             logs.update({k.lower(): v for k, v in summary_row(table, "val_").items() if "precision" not in k and "recall" not in k})
             logs["val_f1_5k"] = f1_5k(self.labels, probs)
+            logs["val_f1_5k_always_yes"] = self.always_yes["val_f1_5k_always_yes"]
 
 
 class BestCheckpoint(keras.callbacks.Callback):
