@@ -21,3 +21,53 @@ def real_meta_path() -> Path:
     if not REAL_META.exists():
         pytest.skip(f"official label file not found at {REAL_META}")
     return REAL_META
+
+
+# --- shared helpers ---------------------------------------------------------------------------
+def tiny_backbone(width: int = 16, seed: int = 0):
+    """A small conv net in the keras.applications naming (stem_*, block<N>*, top_*): the
+    learning tests train the kit's real path in seconds with it instead of an EfficientNet."""
+    import keras
+
+    init = keras.initializers.HeNormal(seed)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 127.5, -1.0, name="stem_rescale")(inputs)
+    for name, filters in [("stem", width), ("block1a", 2 * width), ("block2a", 4 * width), ("block3a", 8 * width)]:
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, kernel_initializer=init,
+                                name=f"{name}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = keras.layers.Activation("relu", name=f"{name}_relu")(x)
+    x = keras.layers.Conv2D(8 * width, 1, activation="relu", kernel_initializer=init, name="top_conv")(x)
+    return keras.Model(inputs, x, name="tiny_cnn")
+
+
+def write_portrait_dataset(root: Path, n: int, seed: int = 0, *, shuffle_labels: bool = False) -> Path:
+    """An easy synthetic set in the official layout: one person per photo, the head about half the
+    frame, mask worn properly or not at all (half each); official blank rates; the meta rows in a
+    random order. `shuffle_labels` permutes the label rows against the images (the negative control)."""
+    import numpy as np
+    import pandas as pd
+
+    from fivek_utils import synth
+
+    rng = np.random.default_rng(seed)
+    images = root / "train" / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        mask = int(rng.random() < 0.5)
+        person = synth.sample_person(rng, "proper" if mask else "none", child_rate=0.0)
+        person.x, person.z = float(rng.uniform(-0.08, 0.08)), 1.5
+        size, head = int(rng.integers(96, 160)), rng.uniform(0.4, 0.55)
+        focal = head * size * person.z / (synth.HEAD_H * person.height)
+        horizon = rng.uniform(0.05, 0.15) * size - (1.6 - person.height) * focal / person.z
+        scene = synth.Scene(size, size, focal, horizon, 1.6, synth.sample_background(rng, size, size, 3.0), [person],
+                            **synth.sample_photo(rng))
+        synth.render_scene(scene).save(images / f"{i + 1}.jpg", quality=90)
+        rows.append({"image_id": i + 1, "fname": f"{i + 1}.jpg", "mask": mask, "distancing": 1, "5k": mask})
+    meta = pd.DataFrame(rows)
+    if shuffle_labels:
+        meta[["mask", "distancing", "5k"]] = meta[["mask", "distancing", "5k"]].to_numpy()[rng.permutation(n)]
+    meta = synth.blank_labels(meta, rng).iloc[rng.permutation(n)]  # rows not in image order
+    meta.to_csv(root / "train" / "train_meta.csv", index=False)
+    return root
