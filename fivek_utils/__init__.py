@@ -38,6 +38,8 @@ _EXPORTS = {
     "make_train_dataset": "pipeline", "make_predict_dataset": "pipeline",
     "evaluate": "metrics", "tune_thresholds": "metrics", "f1_curves": "metrics", "truth_5k": "metrics",
     "gradcam": "explain",
+    "prediction_table": "errors", "confident_mistakes": "errors", "read_scenes": "errors",
+    "error_breakdown": "errors", "plot_error_breakdown": "errors", "plot_mistakes": "errors",
     "load_ensemble": "inference", "predict_split": "inference", "predict_tta": "inference",
     "write_submission": "submission", "check_submission": "submission", "SubmissionError": "submission",
     "save_run": "runs", "load_metrics": "runs", "compare_runs": "runs", "predictions_frame": "runs",
