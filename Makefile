@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast bench clean clean-outputs
+.PHONY: help install demo test test-fast bench bench-gpu clean clean-outputs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench: $(STAMP) ## the benchmarks (progressive learning, prediction, input pipel
 	$(BIN)/fivek bench progressive
 	$(BIN)/fivek bench predict
 	$(BIN)/fivek bench pipeline
+
+bench-gpu: $(STAMP) ## on a GPU machine: precision, XLA, input pipeline, progressive at 384 px (~8 min)
+	$(BIN)/fivek bench gpu
 
 clean-outputs: ## delete generated data, models, reports and submissions
 	rm -rf data/raw data/interim data/processed models/*/ reports/*/ submissions/*.csv submissions/*.yaml

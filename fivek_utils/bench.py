@@ -3,6 +3,7 @@
     fivek bench progressive   fixed-size vs progressive training, same data, epochs and hardware
     fivek bench predict       fold ensemble + TTA against one model: images per second
     fivek bench pipeline      tf.data input pipeline vs the model's appetite
+    fivek bench gpu           precision / XLA / pipeline throughput and progressive learning at GPU sizes
 
 Each prints a table and writes reports/bench/<name>.json (and a figure where it helps).
 Everything runs offline on the synthetic dataset (generated when missing).
@@ -308,3 +309,185 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--jit", action="store_true", help="XLA-compile the train step")
     b.set_defaults(func=bench_pipeline)
 
+    b = bench.add_parser("gpu", help="float32 / mixed precision / XLA throughput, input pipeline, progressive "
+                                     "learning at 384 px (about 8 minutes on one H100; --tiny: a minute on a CPU)")
+    b.add_argument("--tiny", action="store_true", help="every part at toy sizes, to check the script on a CPU")
+    b.add_argument("--data-dir", help="realistic-profile dataset (default: generated under reports/bench/data/)")
+    b.add_argument("--n-train", type=int, default=3000)
+    b.add_argument("--stages", type=int, default=4)
+    b.add_argument("--epochs-per-stage", type=int, default=2)
+    b.set_defaults(func=lambda a: bench_gpu(tiny=a.tiny, data_dir=a.data_dir, n_train=a.n_train, stages=a.stages,
+                                            epochs_per_stage=a.epochs_per_stage))
+
+
+
+# --- GPU: precision and XLA, the input pipeline, and progressive learning at GPU sizes ------------
+GPU_MODELS = (("EfficientNetV2B0", 224, 128), ("EfficientNetV2S", 384, 32))  # backbone, image size, batch
+TINY_MODELS = (("tiny", 32, 8),)  # models.tiny_backbone: the script's paths in seconds on a CPU
+MODES = ("float32", "mixed", "mixed+xla")
+
+
+def _policy(mode: str, device: str) -> str:
+    """The dtype policy of a mode: "mixed" is float16 on a GPU, bfloat16 elsewhere."""
+    if mode == "float32":
+        return "float32"
+    return "mixed_float16" if device == "gpu" else "mixed_bfloat16"
+
+
+def model_throughput(backbone: str, size: int, batch: int, mode: str, *, steps: int = 20, warmup: int = 3,
+                     device: str = "cpu") -> dict:
+    """Training and inference images per second of one model on in-memory batches (no input work)."""
+    import keras
+    import tensorflow as tf
+
+    from .models import build_model, tiny_backbone
+    from .training import compile_model
+
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(_policy(mode, device))
+    try:
+        model = build_model(tiny_backbone() if backbone == "tiny" else backbone, None)
+        compile_model(model, keras.optimizers.AdamW(1e-4), jit_compile=mode.endswith("+xla"))
+        rng = np.random.default_rng(0)
+        x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
+        y = {h: tf.constant(rng.integers(0, 2, (batch, 1)).astype("float32")) for h in ("mask", "distancing")}
+        predict = tf.function(lambda t: model(t, training=False), jit_compile=mode.endswith("+xla"))
+
+        def timed(fn) -> float:
+            for _ in range(warmup):  # tracing, compilation, autotuning
+                out = fn()
+            np.asarray(tf.nest.flatten(out)[0])  # wait for the device
+            t = time.perf_counter()
+            for _ in range(steps):
+                out = fn()
+            np.asarray(tf.nest.flatten(out)[0])
+            return steps * batch / (time.perf_counter() - t)
+
+        train_ips = timed(lambda: model.train_on_batch(x, y, return_dict=True)["loss"])
+        infer_ips = timed(lambda: predict(x))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return {"backbone": backbone, "image_size": size, "batch_size": batch, "mode": mode, "policy": _policy(mode, device),
+            "train_images_per_second": round(train_ips, 1), "inference_images_per_second": round(infer_ips, 1)}
+
+
+def pipeline_throughput(size: int, batch: int, *, batches: int = 20, randaugment: float = 5.0, mixup: float = 0.2) -> float:
+    """Images per second the training input pipeline (flip, RandAugment, MixUp) delivers from memory."""
+    from .pipeline import make_train_dataset
+
+    rng = np.random.default_rng(0)
+    n = batch * 4
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, (n, 2)).astype("float32")
+    ds = make_train_dataset(images, labels, batch, seed=0, randaugment_magnitude=randaugment, mixup_alpha=mixup).repeat()
+    it = iter(ds)
+    for _ in range(3):
+        next(it)
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch / (time.perf_counter() - t)
+
+
+def bench_gpu(*, tiny: bool = False, data_dir: str | None = None, n_train: int = 3000, epochs_per_stage: int = 2,
+              stages: int = 4, write: bool = True) -> dict:
+    """What a GPU buys: throughput in float32 / mixed precision / mixed + XLA, the input pipeline beside
+    the model, and EfficientNetV2-S from scratch on the realistic synthetic set, fixed 384 px against
+    the progressive schedule with the same epochs. `tiny=True` runs every part on a CPU in about a
+    minute (small sizes, a few images), to check the script before spending GPU time."""
+    import tensorflow as tf
+
+    device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    t_start = time.perf_counter()
+    models = TINY_MODELS if tiny else GPU_MODELS
+    steps = 2 if tiny else 20
+    throughput, pipeline = [], []
+    for backbone, size, batch in models:
+        pipe = pipeline_throughput(size, batch, batches=2 if tiny else 20)
+        for mode in MODES:
+            row = model_throughput(backbone, size, batch, mode, steps=steps, warmup=1 if tiny else 3, device=device)
+            row["pipeline_images_per_second"] = round(pipe, 1)
+            row["pipeline_over_model"] = round(pipe / row["train_images_per_second"], 2)
+            throughput.append(row)
+            print(pd.Series(row).to_frame().T.to_string(index=False), flush=True)
+        pipeline.append({"image_size": size, "batch_size": batch, "images_per_second": round(pipe, 1)})
+
+    learning = _progressive_learning(tiny=tiny, data_dir=data_dir, n_train=64 if tiny else n_train,
+                                     stages=2 if tiny else stages, epochs_per_stage=1 if tiny else epochs_per_stage,
+                                     device=device)
+    result = {
+        "machine": _machine(),
+        "device": device,
+        "tiny": tiny,
+        "throughput": throughput,
+        "pipeline": pipeline,
+        "pipeline_keeps_up": all(r["pipeline_over_model"] >= 2 for r in throughput),
+        "learning": learning,
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "goals": "pipeline >= 2x the model's training images/s at every setting; progressive reaches the fixed "
+                 "run's best validation 5K F1 in less time",
+    }
+    print(f"\nbench gpu: {result['seconds']} s on {device}; pipeline keeps up: {result['pipeline_keeps_up']}")
+    if write:
+        _write("gpu-tiny" if tiny else "gpu", result)
+    return result
+
+
+def _progressive_learning(*, tiny: bool, data_dir: str | None, n_train: int, stages: int, epochs_per_stage: int,
+                          device: str) -> dict:
+    """EfficientNetV2-S (a tiny conv net when tiny) from scratch on the realistic profile: fixed size vs progressive."""
+    import keras
+
+    from .folds import holdout_split
+    from .models import build_model, tiny_backbone
+    from .progressive import fixed_schedule, make_schedule, schedule_table, train_progressive
+    from .training import load_training_data
+
+    root = resolve_path(data_dir) if data_dir else BENCH_DIR / "data" / ("realistic-tiny" if tiny else "realistic")
+    from .synth import ensure_dataset
+
+    ensure_dataset(root, n_train=n_train, n_test=0, seed=0, profile="realistic", progress=False)
+    size_max = 48 if tiny else 384
+    cfg = Config(
+        data_dir=str(root), backbone="tiny" if tiny else "EfficientNetV2S", weights=None,
+        batch_size=8 if tiny else 64, seed=0, lr_finetune=2e-3, warmup_epochs=0.5, unfreeze_blocks=-1,
+        progressive_preset="custom", progressive_stages=stages, progressive_epochs_per_stage=epochs_per_stage,
+        size_min=32 if tiny else 128, size_max=size_max, ra_min=5, ra_max=10 if tiny else 15, mixup_min=0,
+        mixup_max=0.0, dropout_min=0.1, dropout_max=0.3, early_stopping_patience=100,
+        mixed_precision="auto",
+    )
+    plan = make_schedule(cfg)
+    data = load_training_data(cfg, size=size_max, progress=False)
+    tr, va = holdout_split(data.df, 0.2, cfg.seed)
+    train, val = data.subset(tr), data.subset(va)
+    runs = {}
+    for name, stages_ in (("fixed", fixed_schedule(plan)), ("progressive", plan)):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(cfg.seed)
+        keras.mixed_precision.set_global_policy(_policy("mixed", device) if device == "gpu" else "float32")
+        try:
+            model = build_model(tiny_backbone() if tiny else cfg.backbone, None, stages_[0].dropout)
+            run_dir = BENCH_DIR / "runs" / f"gpu-{name}{'-tiny' if tiny else ''}"
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)
+            t0 = time.perf_counter()
+            history = train_progressive(model, train, val, cfg, stages_, run_dir)
+            runs[name] = {"wall_seconds": round(time.perf_counter() - t0, 1), "history": history}
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+    fixed_best = float(runs["fixed"]["history"]["val_f1_5k"].max())
+    out = {"dataset": str(root), "train_rows": len(train), "validation_rows": len(val), "backbone": cfg.backbone,
+           "schedule": schedule_table(plan).reset_index().to_dict("records"), "fixed_best_f1_5k": round(fixed_best, 4)}
+    for name, r in runs.items():
+        h = r["history"]
+        cols = [c for c in ("epoch", "image_size", "train_seconds", "val_f1_5k", "val_f1_5k_always_yes", "val_auc_5k",
+                            "val_auc_mask", "val_auc_distancing") if c in h]
+        out[name] = {"wall_seconds": r["wall_seconds"], "train_seconds": round(float(h["train_seconds"].sum()), 1),
+                     "best_val_f1_5k": round(float(h["val_f1_5k"].max()), 4),
+                     "seconds_to_fixed_best": time_to_reach(h, fixed_best),
+                     "epochs": h[cols].round(4).to_dict("records")}
+        print(f"{name}: {out[name]['wall_seconds']} s, best 5K F1 {out[name]['best_val_f1_5k']}, "
+              f"reached the fixed run's best after {out[name]['seconds_to_fixed_best']} s of training", flush=True)
+    return out

@@ -139,6 +139,22 @@ def build_model(
     return model
 
 
+def tiny_backbone(width: int = 16, seed: int = 0) -> keras.Model:
+    """A four-layer conv net named like keras.applications (stem_*, block<N>*, top_*), for checks
+    that must train in seconds on a CPU: the learning tests, `fivek bench gpu --tiny`. Not a model
+    for the task."""
+    init = keras.initializers.HeNormal(seed)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 127.5, -1.0, name="stem_rescale")(inputs)
+    for name, filters in [("stem", width), ("block1a", 2 * width), ("block2a", 4 * width), ("block3a", 8 * width)]:
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, kernel_initializer=init,
+                                name=f"{name}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = keras.layers.Activation("relu", name=f"{name}_relu")(x)
+    x = keras.layers.Conv2D(8 * width, 1, activation="relu", kernel_initializer=init, name="top_conv")(x)
+    return keras.Model(inputs, x, name="tiny_cnn")
+
+
 def _with_heads(inputs, features, dropout: float, name: str) -> keras.Model:
     """Global average pooling, dropout and the two sigmoid heads on a backbone's feature map."""
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)

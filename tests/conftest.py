@@ -24,21 +24,7 @@ def real_meta_path() -> Path:
 
 
 # --- shared helpers ---------------------------------------------------------------------------
-def tiny_backbone(width: int = 16, seed: int = 0):
-    """A small conv net in the keras.applications naming (stem_*, block<N>*, top_*): the
-    learning tests train the kit's real path in seconds with it instead of an EfficientNet."""
-    import keras
-
-    init = keras.initializers.HeNormal(seed)
-    inputs = keras.Input((None, None, 3))
-    x = keras.layers.Rescaling(1 / 127.5, -1.0, name="stem_rescale")(inputs)
-    for name, filters in [("stem", width), ("block1a", 2 * width), ("block2a", 4 * width), ("block3a", 8 * width)]:
-        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, kernel_initializer=init,
-                                name=f"{name}_conv")(x)
-        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
-        x = keras.layers.Activation("relu", name=f"{name}_relu")(x)
-    x = keras.layers.Conv2D(8 * width, 1, activation="relu", kernel_initializer=init, name="top_conv")(x)
-    return keras.Model(inputs, x, name="tiny_cnn")
+from fivek_utils.models import tiny_backbone  # noqa: E402,F401  (the learning tests' backbone)
 
 
 def write_portrait_dataset(root: Path, n: int, seed: int = 0, *, shuffle_labels: bool = False) -> Path:

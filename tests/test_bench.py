@@ -1,0 +1,45 @@
+"""The benchmarks' bookkeeping, and `fivek bench gpu --tiny`: the GPU script runs end to end on a CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fivek_utils import bench
+
+
+def test_time_to_reach_counts_training_seconds_until_the_target():
+    history = pd.DataFrame({"train_seconds": [10.0, 12.0, 11.0, 9.0], "val_f1_5k": [0.5, 0.7, 0.65, 0.8]})
+    assert bench.time_to_reach(history, 0.7) == 22.0
+    assert bench.time_to_reach(history, 0.8) == 42.0
+    assert bench.time_to_reach(history, 0.81) is None
+
+
+def test_mixed_mode_is_float16_on_gpus_only():
+    assert bench._policy("float32", "gpu") == "float32"
+    assert bench._policy("mixed+xla", "gpu") == "mixed_float16"
+    assert bench._policy("mixed", "cpu") == "mixed_bfloat16"
+
+
+@pytest.mark.slow
+def test_gpu_bench_runs_end_to_end_on_a_cpu_in_tiny_mode(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "BENCH_DIR", tmp_path)
+    result = bench.bench_gpu(tiny=True)
+    assert result["device"] == "cpu" and result["tiny"]
+    assert [r["mode"] for r in result["throughput"]] == list(bench.MODES)
+    for row in result["throughput"]:
+        assert row["train_images_per_second"] > 0 and row["inference_images_per_second"] > 0
+        assert row["pipeline_over_model"] == pytest.approx(row["pipeline_images_per_second"] / row["train_images_per_second"], rel=0.02)
+    learning = result["learning"]
+    assert learning["schedule"][0]["image_size"] < learning["schedule"][-1]["image_size"]
+    for name in ("fixed", "progressive"):
+        epochs = learning[name]["epochs"]
+        assert len(epochs) == 2 and all(np.isfinite(e["val_f1_5k"]) for e in epochs)
+    assert [e["image_size"] for e in learning["fixed"]["epochs"]] == [48, 48]
+    assert [e["image_size"] for e in learning["progressive"]["epochs"]] == [32, 48]
+    written = json.loads((tmp_path / "gpu-tiny.json").read_text())
+    assert written["throughput"] == result["throughput"] and "machine" in written
+    assert result["seconds"] < 120
