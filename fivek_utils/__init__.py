@@ -1,7 +1,18 @@
 """fivek_utils: the helper package behind the fivek notebooks and the `fivek` command line.
 
-Public functions are re-exported here and imported lazily, so `import fivek_utils` (and the
-command line) stays fast until a function that needs TensorFlow is used.
+The package has five layers, each importing only from itself and the ones before it:
+
+    core/       config and paths, where the kit runs, atomic writes, labels and the 5K rule, metrics, figures
+    data/       the Zalo layout and label rules, images, describe, synthetic data, folds, the submission format
+    modeling/   backbones, the two-head model, loss, tf.data, training, progressive, inference, Grad-CAM,
+                pretrained/ (ImageNet-21k weights)
+    workflows/  run folders, k-fold, predict-and-submit, error analysis, the notebook runner, benchmarks
+    platform/   accelerators and the Kaggle bundle
+    cli.py      the `fivek` command line (all of its argument parsing)
+
+The names the notebooks use are re-exported here (`import fivek_utils as fk; fk.build_model(...)`)
+and imported lazily, so `import fivek_utils` (and the command line) stays fast until something that
+needs TensorFlow is used.
 """
 
 from __future__ import annotations
@@ -11,52 +22,63 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    # configuration and paths
-    "Config": "config", "ConfigError": "config", "load_yaml": "config", "params_for": "config",
-    "PROJ_ROOT": "config", "DATA_DIR": "config", "SYNTH_DATA_DIR": "config", "MODELS_DIR": "config",
-    "REPORTS_DIR": "config", "FIGURES_DIR": "config", "SUBMISSIONS_DIR": "config", "PROCESSED_DATA_DIR": "config",
-    "resolve_path": "config", "data_root": "config",
-    "detect_environment": "environment", "resolve_data_dir": "environment",
+    # core
+    "Config": "core.config", "ConfigError": "core.config", "load_yaml": "core.config", "resolve_path": "core.config",
+    "data_root": "core.config", "PROJ_ROOT": "core.config", "DATA_DIR": "core.config",
+    "PROCESSED_DATA_DIR": "core.config", "SYNTH_DATA_DIR": "core.config", "MODELS_DIR": "core.config",
+    "REPORTS_DIR": "core.config", "FIGURES_DIR": "core.config", "SUBMISSIONS_DIR": "core.config",
+    "detect_environment": "core.environment", "resolve_data_dir": "core.environment",
+    "HEADS": "core.labels", "combine_5k": "core.labels", "decide_5k": "core.labels",
+    "evaluate": "core.metrics", "tune_thresholds": "core.metrics", "f1_curves": "core.metrics",
+    "truth_5k": "core.metrics",
+    "plot_label_balance": "core.plots", "plot_cooccurrence": "core.plots", "plot_image_sizes": "core.plots",
+    "plot_gallery": "core.plots", "plot_history": "core.plots", "plot_confusions": "core.plots",
+    "plot_f1_thresholds": "core.plots", "plot_heatmaps": "core.plots", "save_figure": "core.plots",
     # data
-    "load_meta": "data", "read_meta": "data", "apply_label_rules": "data", "label_array": "data",
-    "label_counts": "data", "load_labels": "data", "split_paths": "data", "stratify_key": "data", "DataValidationError": "data",
+    "load_meta": "data.meta", "read_meta": "data.meta", "apply_label_rules": "data.meta", "label_array": "data.meta",
+    "label_counts": "data.meta", "load_labels": "data.meta", "split_paths": "data.meta", "stratify_key": "data.meta",
+    "DataValidationError": "data.meta",
+    "open_rgb": "data.images", "read_image": "data.images", "letterbox": "data.images", "load_images": "data.images",
+    "decode_images": "data.images", "perceptual_hashes": "data.images", "duplicate_groups": "data.images",
+    "ImageReadError": "data.images",
+    "describe_dataset": "data.describe", "image_table": "data.describe",
+    "generate_dataset": "data.synth",
+    "make_folds": "data.folds", "holdout_split": "data.folds", "save_folds": "data.folds", "fold_table": "data.folds",
+    "duplicate_group_ids": "data.folds",
+    "write_submission": "data.submission", "check_submission": "data.submission", "SubmissionError": "data.submission",
     "REAL_LABELS_FILE": "resources",
-    "open_rgb": "images", "read_image": "images", "letterbox": "images", "load_images": "images",
-    "decode_images": "images", "perceptual_hashes": "images", "duplicate_groups": "images", "ImageReadError": "images",
-    "describe_dataset": "describe", "image_table": "describe",
-    "generate_dataset": "synth",
-    # splits
-    "make_folds": "folds", "holdout_split": "folds", "save_folds": "folds", "fold_table": "folds",
-    "duplicate_group_ids": "folds",
-    # models and weights
-    "build_model": "models", "build_backbone": "models", "set_trainable": "models", "set_dropout": "models",
-    "combine_5k": "models", "decide_5k": "models", "get_backbone": "models", "HEADS": "models",
-    "resolve_pretrained": "weights", "convert_savedmodel": "weights", "export_automl_savedmodel": "automl_export",
-    # training and evaluation
-    "load_training_data": "training", "train_two_phase": "training", "predict_probs": "training",
-    "MaskedBinaryCrossentropy": "training", "warmup_cosine": "training", "load_best": "training",
-    "make_train_dataset": "pipeline", "make_predict_dataset": "pipeline",
-    "evaluate": "metrics", "tune_thresholds": "metrics", "f1_curves": "metrics", "truth_5k": "metrics",
-    "gradcam": "explain",
-    "prediction_table": "errors", "confident_mistakes": "errors", "read_scenes": "errors",
-    "error_breakdown": "errors", "plot_error_breakdown": "errors", "plot_mistakes": "errors",
-    "load_ensemble": "inference", "predict_split": "inference", "predict_tta": "inference",
-    "write_submission": "submission", "check_submission": "submission", "SubmissionError": "submission",
-    "save_run": "runs", "load_metrics": "runs", "compare_runs": "runs", "predictions_frame": "runs",
-    # accelerators
-    "setup_accelerator": "accel", "Accelerator": "accel",
-    # plots
-    "plot_label_balance": "plots", "plot_cooccurrence": "plots", "plot_image_sizes": "plots",
-    "plot_gallery": "plots", "plot_history": "plots", "plot_confusions": "plots",
-    "plot_f1_thresholds": "plots", "plot_heatmaps": "plots", "save_figure": "plots",
+    # modeling
+    "build_backbone": "modeling.backbones", "set_trainable": "modeling.backbones", "get_backbone": "modeling.backbones",
+    "build_model": "modeling.models", "set_dropout": "modeling.models",
+    "MaskedBinaryCrossentropy": "modeling.losses",
+    "make_train_dataset": "modeling.pipeline", "make_predict_dataset": "modeling.pipeline",
+    "load_training_data": "modeling.training", "train_two_phase": "modeling.training",
+    "warmup_cosine": "modeling.training", "load_best": "modeling.training",
+    "predict_probs": "modeling.inference", "predict_tta": "modeling.inference", "ensemble_graph": "modeling.inference",
+    "load_ensemble": "modeling.inference", "predict_split": "modeling.inference",
+    "gradcam": "modeling.explain",
+    "resolve_pretrained": "modeling.pretrained.cache", "convert_savedmodel": "modeling.pretrained.convert",
+    "export_automl_savedmodel": "modeling.pretrained.standin",
+    # workflows
+    "holdout_data": "workflows.runs", "save_run": "workflows.runs", "load_metrics": "workflows.runs",
+    "compare_runs": "workflows.runs", "predictions_frame": "workflows.runs",
+    "predict_submission": "workflows.predict",
+    "prediction_table": "workflows.error_analysis", "confident_mistakes": "workflows.error_analysis",
+    "read_scenes": "workflows.error_analysis", "error_breakdown": "workflows.error_analysis",
+    "plot_error_breakdown": "workflows.error_analysis", "plot_mistakes": "workflows.error_analysis",
+    # platform
+    "setup_accelerator": "platform.accel", "Accelerator": "platform.accel",
 }
+
+# modules the notebooks use whole: `from fivek_utils import kfold as kf`, `fk.io.atomic_write_csv(...)`
+_MODULES = {"io": "core.io", "kfold": "workflows.kfold", "progressive": "modeling.progressive"}
 
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name == "io":  # the atomic-write helpers, as fk.io.atomic_write_csv(...)
-        return importlib.import_module(".io", __name__)
+    if name in _MODULES:
+        return importlib.import_module(f".{_MODULES[name]}", __name__)
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value

@@ -1,11 +1,13 @@
-"""The `fivek` command line: headless use of the kit.
+"""The `fivek` command line: headless use of the kit. All of its argument parsing lives here; each
+command calls one function of the package with keyword arguments.
 
     fivek synth --out DIR                 write the synthetic 5K dataset (official layout)
     fivek describe DIR                    JSON summary of a dataset
     fivek run --config configs/demo.yaml  run the notebooks with papermill
     fivek predict / check-submission      inference and submission checks
+    fivek weights {convert,table,standin} ImageNet-21k weights
     fivek kaggle                          bundle the kit for Kaggle
-    fivek bench {progressive,predict,pipeline}
+    fivek bench {progressive,predict,pipeline,gpu}
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 # TensorFlow's C++ start-up notes would bury a one-line error; warnings and errors still show
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,7 +39,7 @@ Face sizes are after the letterbox to the training size (the longer side becomes
 
 
 def _cmd_synth(args) -> int:
-    from .synth import generate_dataset
+    from .data.synth import generate_dataset
 
     summary = generate_dataset(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed, profile=args.profile,
                                workers=args.workers, progress=not args.quiet)
@@ -47,17 +48,17 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_describe(args) -> int:
-    from .describe import describe_dataset
+    from .data.describe import describe_dataset
 
     print(json.dumps(describe_dataset(args.dir, duplicates=not args.no_duplicates, progress=not args.quiet), indent=2))
     return 0
 
 
 def _cmd_run(args) -> int:
-    from .config import EXECUTED_DIR, FIGURES_DIR, MODELS_DIR, SUBMISSIONS_DIR
-    from .runner import run_notebooks
+    from .core.config import EXECUTED_DIR, FIGURES_DIR, MODELS_DIR, SUBMISSIONS_DIR
+    from .workflows.runner import run_notebooks
 
-    done = run_notebooks(args.config, args.only, progress=not args.quiet)
+    done = run_notebooks(args.config, args.only, verbose=args.verbose)
     print(f"\n{len(done)} notebook(s) ran. Outputs:")
     print(f"  executed notebooks  {EXECUTED_DIR}")
     print(f"  figures             {FIGURES_DIR}")
@@ -67,38 +68,17 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .inference import load_ensemble, predict_split
-    from .submission import check_submission, write_submission
+    from .modeling.inference import load_ensemble
+    from .workflows.predict import predict_submission
 
-    test_dir = Path(args.test_dir)
-    metas = sorted(test_dir.glob("*_meta.csv"))
-    if len(metas) != 1 or not (test_dir / "images").is_dir():
-        raise FileNotFoundError(f"{test_dir} must hold images/ and exactly one *_meta.csv (found {[m.name for m in metas]})")
-    split = metas[0].name[: -len("_meta.csv")]
-    ensemble = load_ensemble(args.models)
-    tta = args.tta or ensemble.tta
-    meta = _load_test_meta(test_dir, split, metas[0])
-    pred = predict_split(ensemble, meta, tta=tta, batch_size=args.batch_size, progress=not args.quiet)
-    out = write_submission(pred.frame, args.out, probabilities=not args.no_probs)
-    summary = check_submission(out, metas[0])
-    print(json.dumps({**summary, "models": len(ensemble.models), "tta": list(tta), "fallback_rows": len(pred.failed),
-                      "seconds": round(pred.seconds, 1), "images_per_second": round(len(meta) / max(pred.seconds, 1e-9), 1)}, indent=2))
+    summary = predict_submission(load_ensemble(args.models), args.test_dir, args.out, tta=args.tta,
+                                 batch_size=args.batch_size, probabilities=not args.no_probs, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
     return 0
 
 
-def _load_test_meta(test_dir: Path, split: str, meta_path: Path):
-    """A test folder's meta table, whatever the split folder is called (e.g. /data/private_test)."""
-    from .data import DataValidationError, read_meta
-
-    raw, problems = read_meta(meta_path, labelled=False)
-    if problems:
-        raise DataValidationError("\n".join(p.describe(meta_path, raw) for p in problems))
-    raw["path"] = [str(test_dir / "images" / f) for f in raw["fname"]]
-    return raw
-
-
 def _cmd_check(args) -> int:
-    from .submission import SubmissionError, check_submission
+    from .data.submission import SubmissionError, check_submission
 
     try:
         print(json.dumps(check_submission(args.file, args.meta), indent=2))
@@ -109,27 +89,129 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_weights(args) -> int:
-    from .config import ConfigError
+    from .core.config import ConfigError
 
     if args.action == "standin":
-        from .automl_export import export_automl_savedmodel
+        from .modeling.pretrained.standin import export_automl_savedmodel
 
         if not args.out:
             raise ConfigError("weights standin needs --out FOLDER (where to write the SavedModel)")
 
-        export_automl_savedmodel(args.out, variant=args.variant, seed=args.seed)
+        export_automl_savedmodel(args.out, variant=args.variant, seed=args.seed, input_transform=args.input_transform)
         print(f"wrote a randomly initialised EfficientNetV2-{args.variant} SavedModel (official layout) to {args.out}")
         return 0
     if args.action == "table":
-        from .weights import pretrained_table
+        from .modeling.pretrained.sources import pretrained_table
 
         print(pretrained_table())
         return 0
-    from .weights import conversion_report, resolve_pretrained
+    from .modeling.pretrained.cache import resolve_pretrained
+    from .modeling.pretrained.convert import conversion_report
 
     weights_file, _scale, _offset = resolve_pretrained(args.backbone, args.source)
     print(json.dumps(conversion_report(weights_file), indent=2))
     return 0
+
+
+def _cmd_kaggle(args) -> int:
+    from .platform.kaggle import build_bundle
+
+    summary = build_bundle(
+        args.out, user=args.user, competition_data=args.competition_data, weights_model=args.weights_model,
+        dataset_slug=args.dataset_slug, enable_gpu=not args.no_gpu, enable_internet=args.internet,
+        wheels=args.with_wheels, config=args.config,
+    )
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("commands", "kernels")}
+                     | {"kernels": {s: k["id"] for s, k in summary["kernels"].items()}}, indent=2))
+    print("\nUpload (kaggle CLI, recent version: pip install -U kaggle):")
+    print("\n".join(f"  {c}" for c in summary["commands"]))
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+def _add_kaggle(sub) -> None:
+    p = sub.add_parser("kaggle", help="bundle the kit (a dataset) and the notebooks (one Kaggle notebook each) for Kaggle")
+    p.add_argument("--out", default="build/kaggle", help="folder to write (default build/kaggle)")
+    p.add_argument("--user", help="your Kaggle user name (default $KAGGLE_USERNAME)")
+    p.add_argument("--competition-data", metavar="SLUG",
+                   help="the Zalo data on Kaggle: 'owner/dataset-slug' (a dataset) or 'competition-slug'")
+    p.add_argument("--weights-model", metavar="HANDLE", default=None,
+                   help="Kaggle model with the ImageNet-21k weights, attached to every notebook using them "
+                        "(default: each notebook's own, from its backbone and weights with the version from "
+                        "`fivek weights table`; '' for none)")
+    p.add_argument("--dataset-slug", default="fivek-kit", help="slug of the kit dataset (default fivek-kit)")
+    p.add_argument("--config", help="pipeline YAML whose parameters are injected into the notebooks, e.g. configs/full.yaml")
+    p.add_argument("--with-wheels", action="store_true",
+                   help="pip download keras-cv, imagehash, PyWavelets and papermill into the kit (needs PyPI)")
+    p.add_argument("--internet", action="store_true", help="enable_internet in every notebook (default off)")
+    p.add_argument("--no-gpu", action="store_true", help="run every notebook on CPU")
+    p.set_defaults(func=_cmd_kaggle)
+
+
+def _bench(name: str, **names):
+    """A `fivek bench` command: calls workflows.bench.bench_<name> with the parsed options as keywords
+    (`names` maps an option's dest to the function's keyword where they differ)."""
+    def run(args) -> int:
+        from .workflows import bench
+
+        options = {names.get(k, k): v for k, v in vars(args).items() if k not in ("func", "command", "which")}
+        getattr(bench, f"bench_{name}")(**options)
+        return 0
+
+    return run
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks: progressive, predict, pipeline, gpu (write reports/bench/*.json)")
+    bench = p.add_subparsers(dest="which", required=True)
+
+    b = bench.add_parser("progressive", help="fixed-size vs progressive training on the same data and epochs")
+    b.add_argument("--data-dir", help="dataset (default: the benchmarks' synthetic one, made once)")
+    b.add_argument("--backbone", default="EfficientNetV2B0")
+    b.add_argument("--stages", type=int, default=4)
+    b.add_argument("--epochs-per-stage", type=int, default=2)
+    b.add_argument("--size-min", type=int, default=64)
+    b.add_argument("--size-max", type=int, default=128)
+    b.add_argument("--ra-max", type=float, default=10.0)
+    b.add_argument("--mixup-max", type=float, default=0.0)
+    b.add_argument("--dropout-max", type=float, default=0.3)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--lr", type=float, default=2e-3)
+    b.add_argument("--max-train-images", type=int, default=0)
+    b.add_argument("--seed", type=int, default=42)
+    b.set_defaults(func=_bench("progressive"))
+
+    b = bench.add_parser("predict", help="the fold ensemble + TTA (one graph) vs a single model, images per second")
+    b.add_argument("--data-dir")
+    b.add_argument("--models", dest="models_dir", help="a run folder to time (default: random fold models)")
+    b.add_argument("--backbone", default="EfficientNetV2B0")
+    b.add_argument("--folds", type=int, default=5)
+    b.add_argument("--image-size", type=int, default=96)
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--repeats", type=int, default=3)
+    b.set_defaults(func=_bench("predict"))
+
+    b = bench.add_parser("pipeline", help="tf.data input pipeline vs the model's consumption")
+    b.add_argument("--data-dir")
+    b.add_argument("--backbone", default="EfficientNetV2B0")
+    b.add_argument("--image-size", type=int, default=96)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--randaugment", type=float, default=5.0)
+    b.add_argument("--mixup", type=float, default=0.0)
+    b.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
+    b.add_argument("--max-train-images", type=int, default=0)
+    b.add_argument("--jit", action="store_true", help="XLA-compile the train step")
+    b.set_defaults(func=_bench("pipeline"))
+
+    b = bench.add_parser("gpu", help="float32 / mixed precision / XLA throughput, input pipeline, progressive "
+                                     "learning at 384 px (about 8 minutes on one H100; --tiny: seconds on a CPU)")
+    b.add_argument("--tiny", action="store_true", help="every part at toy sizes, to check the script on a CPU")
+    b.add_argument("--data-dir", help="realistic-profile dataset (default: generated under reports/bench/data/)")
+    b.add_argument("--n-train", type=int, default=3000)
+    b.add_argument("--stages", type=int, default=4)
+    b.add_argument("--epochs-per-stage", type=int, default=2)
+    b.set_defaults(func=_bench("gpu"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the numbered notebooks with papermill")
     p.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
     p.add_argument("--only", nargs="*", help="notebook numbers or names, e.g. --only 01 03")
-    p.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+    p.add_argument("--verbose", action="store_true",
+                   help="papermill's per-cell progress and the kernels' own output on the terminal "
+                        "(by default: one line per notebook; the kernels' output goes to reports/executed/<notebook>.log)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("predict", help="inference only: a test folder -> submission CSV (the competition's predict.sh)")
@@ -187,14 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="imagenet21k", help="imagenet21k, imagenet21k-ft1k, or a SavedModel folder")
     p.add_argument("--out", help="standin: folder to write")
     p.add_argument("--variant", default="b0", choices=["b0", "b1", "b2", "b3", "s", "m", "l"], help="standin: the EfficientNetV2 size")
+    p.add_argument("--input-transform", default="identity", choices=["identity", "minus1_1", "imagenet"],
+                   help="standin: what the SavedModel does to its [0, 1] input first")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_weights)
 
-    from .bench import add_bench_parser
-    from .kaggle import add_kaggle_parser
-
-    add_kaggle_parser(sub)
-    add_bench_parser(sub)
+    _add_kaggle(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -207,20 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line for expected failures, traceback with FIVEK_DEBUG
-        from .config import ConfigError
-        from .data import DataValidationError
-        from .runner import PipelineError
+        from .core.config import ConfigError  # model and pretrained-weights errors are ConfigErrors too
+        from .data.meta import DataValidationError
+        from .data.submission import SubmissionError
+        from .workflows.runner import PipelineError
 
-        from .models import ModelConfigError
-        from .submission import SubmissionError
-
-        expected = (ConfigError, DataValidationError, PipelineError, FileNotFoundError, ModelConfigError, SubmissionError)
-        try:
-            from .weights import PretrainedWeightsError
-
-            expected += (PretrainedWeightsError,)
-        except ImportError:
-            pass
+        expected = (ConfigError, DataValidationError, PipelineError, FileNotFoundError, SubmissionError)
         if isinstance(exc, expected) and not os.environ.get("FIVEK_DEBUG"):
             print(f"fivek {args.command}: {exc}", file=sys.stderr)
             return 2 if not isinstance(exc, PipelineError) else 1

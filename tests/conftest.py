@@ -24,7 +24,144 @@ def real_meta_path() -> Path:
 
 
 # --- shared helpers ---------------------------------------------------------------------------
-from fivek_utils.models import tiny_backbone  # noqa: E402,F401  (the learning tests' backbone)
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from fivek_utils.core import config  # noqa: E402
+from fivek_utils.modeling.pretrained.sources import sidecar_path  # noqa: E402
+
+B0 = "EfficientNetV2B0"
+TOL = 1e-4
+
+
+# --- stand-in SavedModels in the official automl layout, made once per session ----------------------
+@pytest.fixture(scope="session")
+def sm_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("savedmodels")
+
+
+def export_standin(root: Path, name: str, **kwargs) -> Path:
+    """A random SavedModel in the official layout (modeling.pretrained.standin) at root/name."""
+    from fivek_utils.modeling.pretrained.standin import export_automl_savedmodel
+
+    return export_automl_savedmodel(root / name, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def sm_b0(sm_root) -> Path:
+    return export_standin(sm_root, "b0_identity", variant="b0", seed=1, input_transform="identity")
+
+
+@pytest.fixture(scope="session")
+def sm_b0_m11(sm_root) -> Path:
+    return export_standin(sm_root, "b0_minus1_1", variant="b0", seed=2, input_transform="minus1_1")
+
+
+@pytest.fixture(scope="session")
+def sm_b0_imagenet(sm_root) -> Path:
+    """A SavedModel that normalises its [0, 1] input with ImageNet mean/std itself."""
+    return export_standin(sm_root, "b0_imagenet", variant="b0", seed=6, input_transform="imagenet")
+
+
+@pytest.fixture(scope="session")
+def sm_b1(sm_root) -> Path:
+    return export_standin(sm_root, "b1", variant="b1", seed=3)
+
+
+@pytest.fixture(scope="session")
+def sm_swap(sm_root) -> Path:
+    return export_standin(sm_root, "b0_swap", variant="b0", seed=4, corrupt="swap")
+
+
+@pytest.fixture(scope="session")
+def sm_drop(sm_root) -> Path:
+    return export_standin(sm_root, "b0_drop", variant="b0", seed=5, corrupt="drop")
+
+
+def convert_standin(root: Path, sm: Path, name: str) -> dict:
+    """`sm` converted onto EfficientNetV2B0 under root/name/."""
+    from fivek_utils.modeling.pretrained.convert import convert_savedmodel
+
+    out_dir = root / name
+    out_dir.mkdir()
+    return convert_savedmodel(sm, B0, out_dir / f"{name}.weights.h5", tol=TOL, seed=0)
+
+
+@pytest.fixture(scope="session")
+def conv_b0(sm_b0, tmp_path_factory) -> dict:
+    """sm_b0 converted once for the session (the sidecar and weights are copied by some tests)."""
+    return convert_standin(tmp_path_factory.mktemp("converted"), sm_b0, "b0_identity")
+
+
+@pytest.fixture(scope="session")
+def conv_b0_m11(sm_b0_m11, tmp_path_factory) -> dict:
+    return convert_standin(tmp_path_factory.mktemp("converted"), sm_b0_m11, "b0_minus1_1")
+
+
+@pytest.fixture(scope="session")
+def conv_b0_imagenet(sm_b0_imagenet, tmp_path_factory) -> dict:
+    return convert_standin(tmp_path_factory.mktemp("converted"), sm_b0_imagenet, "b0_imagenet")
+
+
+def copy_conversion(info: dict, dest: Path, stem: str, **sidecar_changes) -> Path:
+    """Copy a conversion (weights + sidecar) to dest/<stem>.weights.h5, optionally editing the sidecar."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / f"{stem}.weights.h5"
+    out.write_bytes(Path(info["weights_file"]).read_bytes())
+    side = json.loads(Path(info["sidecar"]).read_text())
+    sidecar_path(out).write_text(json.dumps({**side, **sidecar_changes}))
+    return out
+
+
+_LOADED: dict[Path, object] = {}
+
+
+def load_savedmodel(path: Path):
+    """A SavedModel, loaded once per session."""
+    import tensorflow as tf
+
+    if path not in _LOADED:
+        _LOADED[path] = tf.saved_model.load(str(path))
+    return _LOADED[path]
+
+
+def fresh_batch(seed: int = 123, shape=(3, 80, 96, 3)) -> np.ndarray:
+    """A batch the conversion never saw: another seed, non-square, another size."""
+    return np.random.default_rng(seed).uniform(0.0, 1.0, size=shape).astype("float32")
+
+
+def rel_error(a, b) -> float:
+    a, b = np.asarray(a, "float64"), np.asarray(b, "float64")
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch) -> Path:
+    """Empty pretrained/interim/weights/kaggle/kagglehub folders: the real caches are never used."""
+    for name in ("pretrained", "interim", "weights", "kagglehub"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(config, "PRETRAINED_DIR", tmp_path / "pretrained")
+    monkeypatch.setattr(config, "INTERIM_DATA_DIR", tmp_path / "interim")
+    monkeypatch.setenv("FIVEK_KAGGLE_ROOT", str(tmp_path / "kaggle_absent"))  # no attached inputs
+    monkeypatch.setenv("FIVEK_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    monkeypatch.setenv("FIVEK_OFFLINE", "1")
+    return tmp_path
+
+
+def kaggle_layout(root: Path, savedmodel: Path, variation: str = "imagenet21k-b0-feature-vector") -> Path:
+    """Place `savedmodel` where an attached Kaggle model would sit (as a link: cheap)."""
+    d = root / "efficientnet-v2" / "tensorflow2" / variation
+    d.mkdir(parents=True)
+    os.symlink(savedmodel, d / "1", target_is_directory=True)
+    return d / "1"
+
+
+def files_in(d: Path) -> list[str]:
+    return sorted(p.name for p in Path(d).iterdir()) if Path(d).exists() else []
+
+
 
 
 def write_portrait_dataset(root: Path, n: int, seed: int = 0, *, shuffle_labels: bool = False) -> Path:
@@ -34,7 +171,7 @@ def write_portrait_dataset(root: Path, n: int, seed: int = 0, *, shuffle_labels:
     import numpy as np
     import pandas as pd
 
-    from fivek_utils import synth
+    from fivek_utils.data import synth
 
     rng = np.random.default_rng(seed)
     images = root / "train" / "images"
@@ -57,3 +194,12 @@ def write_portrait_dataset(root: Path, n: int, seed: int = 0, *, shuffle_labels:
     meta = synth.blank_labels(meta, rng).iloc[rng.permutation(n)]  # rows not in image order
     meta.to_csv(root / "train" / "train_meta.csv", index=False)
     return root
+
+
+def run_fivek(*args, env=None, check=True):
+    """The `fivek` command line in a fresh interpreter, from the checkout."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "fivek_utils.cli", *args], capture_output=True, text=True,
+                          env=env, check=check, cwd=config.CODE_ROOT)

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from fivek_utils.accel import Accelerator, choose_precision, choose_strategy
-from fivek_utils.config import Config, ConfigError
+from fivek_utils.core.config import Config, ConfigError
+from fivek_utils.platform.accel import Accelerator, choose_precision, choose_strategy
 
 
 @pytest.mark.parametrize("requested, tpu, gpus, expected", [
@@ -47,15 +47,16 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_with_mixed_bfloat16():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras
-        from fivek_utils.accel import setup_accelerator
-        from fivek_utils.config import Config
-        from fivek_utils.models import build_model
-        from fivek_utils.pipeline import make_train_dataset
-        from fivek_utils.training import compile_model
+        from fivek_utils.platform.accel import setup_accelerator
+        from fivek_utils.core.config import Config
+        from fivek_utils.modeling.backbones import tiny_backbone
+        from fivek_utils.modeling.models import build_model
+        from fivek_utils.modeling.pipeline import make_train_dataset
+        from fivek_utils.modeling.training import compile_model
         accel = setup_accelerator(Config(strategy="mirrored", mixed_precision="mixed_bfloat16", batch_size=4))
         cfg = accel.scale(Config(batch_size=4))
         with accel.scope():
-            model = build_model("EfficientNetV2B0", None, 0.1)
+            model = build_model(tiny_backbone(), None, 0.1)  # the strategy and dtypes, not the backbone, are tested
             compile_model(model, keras.optimizers.AdamW(1e-3))
         rng = np.random.default_rng(0)
         images = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)

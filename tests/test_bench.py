@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fivek_utils import bench
+from fivek_utils.workflows import bench
 
 
 def test_time_to_reach_counts_training_seconds_until_the_target():

@@ -4,13 +4,15 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from fivek_utils.describe import describe_dataset
+from fivek_utils.data.describe import describe_dataset
+from fivek_utils.data.images import open_rgb
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def test_describe_reports_the_real_counts(real_layout):
     assert train["duplicates"]["groups"] == 0  # random noise images are all different
 
 
-def test_describe_counts_missing_unreadable_duplicates_and_test(tmp_path):
+def test_describe_counts_missing_unreadable_duplicates_and_test(tmp_path, monkeypatch):
     root = tmp_path
     (root / "train" / "images").mkdir(parents=True)
     meta = pd.DataFrame({
@@ -69,6 +71,17 @@ def test_describe_counts_missing_unreadable_duplicates_and_test(tmp_path):
     assert train["contradictions"] == 1  # row 5 states 5k=0 with both heads 1
     assert train["duplicates"] == {**train["duplicates"], "groups": 1, "images_in_groups": 2}
     assert out["splits"]["public_test"]["rows"] == 1 and "labels" not in out["splits"]["public_test"]
+
+    # notebook 01 makes the train table for its own plots and hands it over: one decode per image
+    from fivek_utils.data import describe
+    from fivek_utils.data.meta import load_meta
+
+    table = describe.image_table(load_meta(root, "train", check_files=False, strict=False), hashes=True)
+    decoded = []
+    monkeypatch.setattr(describe, "open_rgb", lambda path, **kw: decoded.append(path) or open_rgb(path, **kw))
+    again = describe_dataset(root, tables={"train": table})
+    assert again["splits"]["train"] == train
+    assert [Path(p).name for p in decoded] == ["9.jpg"]  # only the public test image, which had no table
 
 
 def test_describe_without_any_split_says_what_it_expected(tmp_path):

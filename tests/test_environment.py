@@ -12,8 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fivek_utils import config, environment as env
-from fivek_utils.config import CODE_ROOT, Config
+from fivek_utils.core import config
+from fivek_utils.core import environment as env
+from fivek_utils.core.config import CODE_ROOT, Config
 
 
 def _clear(monkeypatch):
@@ -64,16 +65,16 @@ def test_kaggle_root_default_and_override(monkeypatch, tmp_path):
 
 # --- the project root ----------------------------------------------------------------------------
 def test_project_root_is_kaggle_working_before_the_checkout(kaggle, monkeypatch, tmp_path):
-    assert config._code_root() == CODE_ROOT  # this checkout would be chosen anywhere else
-    assert config._find_root() == (kaggle / "working").resolve()
+    assert env.code_root() == CODE_ROOT  # this checkout would be chosen anywhere else
+    assert env.project_root() == (kaggle / "working").resolve()
     monkeypatch.setenv("FIVEK_ROOT", str(tmp_path / "mine"))
-    assert config._find_root() == (tmp_path / "mine").resolve()  # $FIVEK_ROOT always wins
+    assert env.project_root() == (tmp_path / "mine").resolve()  # $FIVEK_ROOT always wins
 
 
 def test_project_root_elsewhere_is_the_checkout(monkeypatch):
     _clear(monkeypatch)
     assert env.output_root() is None
-    assert config._find_root() == CODE_ROOT
+    assert env.project_root() == CODE_ROOT
 
 
 def test_read_only_checkout_under_kaggle_input_writes_to_working(kaggle, tmp_path):
@@ -81,8 +82,8 @@ def test_read_only_checkout_under_kaggle_input_writes_to_working(kaggle, tmp_pat
     checkout = kaggle / "input" / "fivek"
     (checkout / "notebooks").mkdir(parents=True)
     (checkout / "pyproject.toml").write_text("")
-    shutil.copytree(Path(config.__file__).parent, checkout / "fivek_utils", ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from fivek_utils import config; "
+    shutil.copytree(Path(config.__file__).parents[1], checkout / "fivek_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from fivek_utils.core import config; "
             "print(config.CODE_ROOT); print(config.PROJ_ROOT)")
     run_env = {k: v for k, v in os.environ.items() if k != "FIVEK_ROOT"}
     out = subprocess.run([sys.executable, "-c", code, str(checkout)], capture_output=True, text=True, check=True,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fivek_utils.images import (
+from fivek_utils.data.images import (
     PAD_VALUE,
     ImageReadError,
     decode_images,

@@ -15,13 +15,14 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import tiny_backbone, write_portrait_dataset
-from fivek_utils import training
-from fivek_utils.config import Config
-from fivek_utils.folds import holdout_split
-from fivek_utils.images import load_images
-from fivek_utils.metrics import evaluate, tune_thresholds
-from fivek_utils.models import build_model
+from conftest import write_portrait_dataset
+from fivek_utils.core.config import Config
+from fivek_utils.core.metrics import evaluate, tune_thresholds
+from fivek_utils.data.folds import holdout_split
+from fivek_utils.data.images import load_images
+from fivek_utils.modeling import training
+from fivek_utils.modeling.backbones import tiny_backbone
+from fivek_utils.modeling.models import build_model
 
 N_IMAGES = 600
 EPOCHS = 16
@@ -100,8 +101,8 @@ def test_decoded_images_stay_with_their_rows(tmp_path, monkeypatch):
 
 def test_pipeline_keeps_each_label_with_its_image_through_shuffle_and_mixup():
     """Label i must stay with image i through shuffling, augmentation and MixUp (mixed alike)."""
-    from fivek_utils.data import MISSING
-    from fivek_utils.pipeline import make_train_dataset
+    from fivek_utils.core.labels import MISSING
+    from fivek_utils.modeling.pipeline import make_train_dataset
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, (64, 2)).astype("float32")
@@ -116,10 +117,9 @@ def test_pipeline_keeps_each_label_with_its_image_through_shuffle_and_mixup():
 
 def test_letterbox_keeps_every_face_of_a_wide_scene(tmp_path):
     """A crop to the centre would cut off the people at the sides (the one without a mask, say)."""
-    from PIL import Image
 
-    from fivek_utils import synth
-    from fivek_utils.images import PAD_VALUE, letterbox
+    from fivek_utils.data import synth
+    from fivek_utils.data.images import PAD_VALUE, letterbox
 
     rng = np.random.default_rng(4)
     scene = next(s for s in (synth.sample_scene(rng, distancing=1, profile="closeup") for _ in range(50))

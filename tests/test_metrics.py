@@ -3,9 +3,8 @@
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
-from fivek_utils.data import MISSING
-from fivek_utils.metrics import base_rates, evaluate, f1_5k, fallback_5k, tune_thresholds, truth_5k
-from fivek_utils.models import combine_5k, decide_5k
+from fivek_utils.core.labels import MISSING, combine_5k, decide_5k
+from fivek_utils.core.metrics import base_rates, evaluate, f1_5k, fallback_5k, truth_5k, tune_thresholds
 
 
 def test_truth_5k_is_scored_on_fully_labelled_rows():

@@ -1,17 +1,16 @@
-"""The notebooks and the papermill runner: structure, parameters, a smoke run of all of them,
-and the command line on what that run made."""
+"""The notebooks: structure and parameters, a smoke run of all of them through `fivek run`, and the
+command line on what that run made."""
 
 import json
 import os
-import subprocess
-import sys
 
 import nbformat
 import pandas as pd
 import pytest
 
-from fivek_utils.config import CODE_ROOT, ConfigError, load_yaml
-from fivek_utils.runner import declared_parameters, list_notebooks, notebook_params, select_notebooks
+from conftest import run_fivek as fivek
+from fivek_utils.core.config import CODE_ROOT
+from fivek_utils.workflows.runner import declared_parameters, list_notebooks
 
 NOTEBOOKS = list_notebooks(CODE_ROOT / "notebooks")
 EXPECTED = ["01-eda", "02-baseline-b0", "03-efficientnetv2-21k", "04-progressive-finetune", "05-kfold-ensemble", "06-submission"]
@@ -37,57 +36,18 @@ def test_notebook_is_clean_with_one_documented_parameters_cell(nb):
     assert "def " not in "".join(c.source for c in code), "functions belong in fivek_utils"
 
 
-def test_config_sections_only_set_declared_parameters():
-    import yaml
-
-    for config in ("smoke", "demo", "full"):
-        pipeline = yaml.safe_load((CODE_ROOT / "configs" / f"{config}.yaml").read_text())
-        for nb in NOTEBOOKS:
-            params = notebook_params(pipeline, nb)  # raises on an undeclared key
-            assert set(params) <= set(declared_parameters(nb))
-
-
-def test_undeclared_section_key_is_an_error_naming_it():
-    pipeline = {"image_size": 64, "notebooks": {"02": {"imgae_size": 64}}}
-    nb = next(n for n in NOTEBOOKS if n.stem.startswith("02"))
-    with pytest.raises(ConfigError, match=r"section '02' sets \['imgae_size'\]"):
-        notebook_params(pipeline, nb)
-    assert notebook_params({"image_size": 64, "gallery_size": 9}, nb) == {"image_size": 64}  # shared keys only where declared
-
-
-def test_keys_and_sections_that_match_nothing_are_errors():
-    from fivek_utils.runner import check_pipeline
-
-    for config in ("smoke", "demo", "full"):
-        check_pipeline(load_yaml(CODE_ROOT / "configs" / f"{config}.yaml"), NOTEBOOKS)
-    with pytest.raises(ConfigError, match=r"shared key\(s\) \['image_sise'\] are declared by no notebook"):
-        check_pipeline({"image_sise": 64, "prepare": {}}, NOTEBOOKS)
-    with pytest.raises(ConfigError, match=r"section\(s\) \['2', '09'\]"):
-        check_pipeline({"notebooks": {"2": {}, "09": {}, "03": {}, "05-kfold-ensemble": {}}}, NOTEBOOKS)
-
-
-def test_select_notebooks():
-    assert [n.stem[:2] for n in select_notebooks(NOTEBOOKS, ["01", "3"])] == ["01", "03"]
-    with pytest.raises(ConfigError, match="no such notebook"):
-        select_notebooks(NOTEBOOKS, ["09"])
-
-
-def fivek(*args, env=None, check=True):
-    return subprocess.run([sys.executable, "-m", "fivek_utils.cli", *args], capture_output=True, text=True,
-                          env=env, check=check, cwd=CODE_ROOT)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: under xdist other modules' tests may run in between
 def smoke_run(tmp_path_factory):
     """`fivek run --config configs/smoke.yaml` in a fresh project root (FIVEK_ROOT)."""
     root = tmp_path_factory.mktemp("smoke")
     env = {**os.environ, "FIVEK_ROOT": str(root)}
-    result = fivek("run", "--config", "configs/smoke.yaml", "--quiet", env=env, check=False)
+    result = fivek("run", "--config", "configs/smoke.yaml", env=env, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root, env, result
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("smoke")  # one worker runs the smoke pipeline once for all three
 def test_smoke_run_of_every_notebook(smoke_run):
     root, _, result = smoke_run
     for stem in EXPECTED:
@@ -109,9 +69,17 @@ def test_smoke_run_of_every_notebook(smoke_run):
     assert set(folds["fold"]) == {-1, 0, 1}
     assert "pretrained" in {p.name for p in (root / "models").iterdir()}  # notebook 03 converted the stand-in
     assert "6 notebook(s) ran" in result.stdout
+    # one readable line per notebook; the kernels' start-up noise went to their logs
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert [line.split()[1] for line in lines] == EXPECTED and all(" s " in line for line in lines)
+    assert "5K F1" in lines[1] and "always-yes" in lines[1] and "rows" in lines[5]
+    for noise in ("Kernel is running over TCP", "KeyboardInterrupt", "cuda"):
+        assert noise not in result.stdout + result.stderr, noise
+    assert {p.name for p in (root / "reports" / "executed").glob("*.log")} >= {f"{s}.log" for s in EXPECTED}
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("smoke")
 def test_submission_and_predict_command_agree(smoke_run, tmp_path):
     root, env, _ = smoke_run
     meta = root / "data" / "raw" / "smoke" / "public_test" / "public_test_meta.csv"
@@ -135,6 +103,7 @@ def test_submission_and_predict_command_agree(smoke_run, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("smoke")
 def test_unreadable_test_image_still_gets_a_row(smoke_run, tmp_path):
     root, env, _ = smoke_run
     src = root / "data" / "raw" / "smoke" / "public_test"
@@ -156,11 +125,22 @@ def test_unreadable_test_image_still_gets_a_row(smoke_run, tmp_path):
     assert probs["fallback"].tolist() == [True, False, False, True]
 
 
-def test_failing_notebook_stops_the_run_naming_notebook_and_cell(tmp_path):
-    config = tmp_path / "bad.yaml"
-    config.write_text("data_dir: data/raw/none\nnotebooks:\n  '02':\n    backbone: EfficientNetB99\n")
-    env = {**os.environ, "FIVEK_ROOT": str(tmp_path)}
-    result = fivek("run", "--config", str(config), "--only", "02", "--quiet", env=env, check=False)
-    assert result.returncode == 1
-    assert "02-baseline-b0.ipynb failed in cell" in result.stderr
-    assert (tmp_path / "reports" / "executed" / "02-baseline-b0.ipynb").exists()
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_name_the_notebook_uses_exists(nb):
+    """`fk.*` (and the module aliases notebooks import) resolve: a rename in the package cannot
+    silently break a notebook that only the slow smoke run would execute."""
+    import importlib
+    import re
+
+    import fivek_utils as fk
+
+    source = "\n".join(c.source for c in nbformat.read(nb, 4).cells if c.cell_type == "code")
+    aliases = {"fk": fk}
+    for pkg, mod, alias in re.findall(r"^from (fivek_utils[\w.]*) import (\w+) as (\w+)", source, re.M):
+        aliases[alias] = getattr(importlib.import_module(pkg), mod)
+    used = set(re.findall(r"\b(fk|kf|prog)\.(\w+)", source))
+    assert used, "the notebook calls nothing of the kit?"
+    missing = [f"{a}.{n}" for a, n in sorted(used) if a in aliases and not hasattr(aliases[a], n)]
+    assert not missing

@@ -3,12 +3,19 @@
 import keras
 import numpy as np
 import pytest
-
-from fivek_utils.config import Config, ConfigError
-from fivek_utils.models import ModelConfigError, build_model, get_dropout, set_dropout
-from fivek_utils.progressive import PRESETS, Stage, fixed_schedule, make_schedule, schedule_ranges, train_progressive
-
 from test_training import StopAfter, tiny_data
+
+from fivek_utils.core.config import Config, ConfigError, ModelConfigError
+from fivek_utils.modeling.backbones import tiny_backbone
+from fivek_utils.modeling.models import build_model, get_dropout, set_dropout
+from fivek_utils.modeling.progressive import (
+    PRESETS,
+    Stage,
+    fixed_schedule,
+    make_schedule,
+    schedule_ranges,
+    train_progressive,
+)
 
 
 def test_paper_table6_presets_are_reproduced():
@@ -64,11 +71,11 @@ class Spy(keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_stage_transitions_keep_weights_and_schedule_and_resume(tmp_path):
-    cfg = Config(backbone="EfficientNetV2B0", batch_size=8, lr_finetune=1e-3, warmup_epochs=0.5, unfreeze_blocks=1,
+    cfg = Config(backbone="tiny", batch_size=8, lr_finetune=1e-3, warmup_epochs=0.5, unfreeze_blocks=1,
                  randaugment_magnitude=0)
     stages = [Stage(0, 32, 0, 0.0, 0.1, 1), Stage(1, 48, 5, 0.2, 0.3, 1), Stage(2, 64, 10, 0.2, 0.5, 1)]
     train, val = tiny_data(32, size=64), tiny_data(16, size=64, seed=1)
-    model = build_model("EfficientNetV2B0", None, 0.0)  # stage 1 raises it
+    model = build_model(tiny_backbone(), None, 0.0)  # stage 1 raises it
     spy = Spy()
     with pytest.raises(RuntimeError, match="simulated interruption"):
         train_progressive(model, train, val, cfg, stages, tmp_path, callbacks=[spy, StopAfter(epoch=1)])
@@ -76,7 +83,7 @@ def test_stage_transitions_keep_weights_and_schedule_and_resume(tmp_path):
     assert spy.seen == [(0.1, 0), (0.3, 4)]
     assert (tmp_path / "stage1.done.weights.h5").exists() and not (tmp_path / "stage2.done.weights.h5").exists()
 
-    model2 = build_model("EfficientNetV2B0", None, 0.0)
+    model2 = build_model(tiny_backbone(), None, 0.0)
     spy2 = Spy()
     history = train_progressive(model2, train, val, cfg, stages, tmp_path, callbacks=[spy2])
     # resumed in stage 2 after its finished epoch: only stage 3 trains, continuing the step count
@@ -86,9 +93,9 @@ def test_stage_transitions_keep_weights_and_schedule_and_resume(tmp_path):
 
 
 def test_dropout_rate_changes_without_recompiling():
-    model = build_model("EfficientNetV2B0", None, 0.0)
+    model = build_model(tiny_backbone(), None, 0.0)
     layer = model.get_layer("head_dropout")
-    x = np.ones((4, 256), "float32")
+    x = np.ones((4, 128), "float32")
     assert np.array_equal(layer(x, training=True), x)
     set_dropout(model, 0.5)
     y = np.asarray(layer(x, training=True))

@@ -1,0 +1,203 @@
+"""Project paths and the one configuration object that flows from notebooks and YAML files."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .environment import code_root, detect_environment, project_root, resolve_data_dir
+
+CODE_ROOT = code_root() or Path.cwd().resolve()
+PROJ_ROOT = project_root()
+DATA_DIR = PROJ_ROOT / "data"
+RAW_DATA_DIR = DATA_DIR / "raw"
+INTERIM_DATA_DIR = DATA_DIR / "interim"
+PROCESSED_DATA_DIR = DATA_DIR / "processed"
+SYNTH_DATA_DIR = RAW_DATA_DIR / "synth5k"
+# On Kaggle everything under /kaggle/working is saved with the notebook's output; the decoded
+# image cache (about 1.8 GB at 384 px for the official train set) goes to the temp folder.
+CACHE_DIR = Path(os.environ.get("FIVEK_CACHE_DIR") or (
+    Path(tempfile.gettempdir()) / "fivek-cache" if detect_environment() == "kaggle" else INTERIM_DATA_DIR / "cache"))
+MODELS_DIR = PROJ_ROOT / "models"
+PRETRAINED_DIR = MODELS_DIR / "pretrained"
+REPORTS_DIR = PROJ_ROOT / "reports"
+FIGURES_DIR = REPORTS_DIR / "figures"
+EXECUTED_DIR = REPORTS_DIR / "executed"
+BENCH_DIR = REPORTS_DIR / "bench"
+SUBMISSIONS_DIR = PROJ_ROOT / "submissions"
+NOTEBOOKS_DIR = CODE_ROOT / "notebooks"
+CONFIGS_DIR = CODE_ROOT / "configs"
+
+
+def resolve_path(path: str | os.PathLike | None, base: Path | None = None) -> Path | None:
+    """Turn a config path into an absolute one; relative paths are taken from the project root
+    (configs/... and notebooks/... from the code checkout when they exist there)."""
+    if path is None or str(path) == "":
+        return None
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_absolute():
+        return p
+    if base is None and p.parts and p.parts[0] in ("configs", "notebooks") and not (PROJ_ROOT / p).exists():
+        return CODE_ROOT / p
+    return (base or PROJ_ROOT) / p
+
+
+def data_root(data_dir: str | os.PathLike) -> Path:
+    """The dataset root a setting names: relative to the project root, or found among the
+    attached inputs on Kaggle / in Drive on Colab when the path does not exist."""
+    return resolve_data_dir(resolve_path(data_dir))
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work, named with what to do about it."""
+
+
+class ModelConfigError(ConfigError):
+    """A backbone or weights setting that cannot be built."""
+
+
+@dataclass
+class Config:
+    """Every setting of a fivek run. Notebooks build it from their parameters cell."""
+
+    # data and run identity
+    data_dir: str = "data/raw/synth5k"  # dataset root holding train/ and public_test/
+    run_name: str = "run"  # models/<run_name>/ and reports/<run_name>/ hold the outputs
+    seed: int = 42
+    max_train_images: int = 0  # 0 = all; small values make smoke runs
+    val_fraction: float = 0.2  # hold-out share for notebooks 02-04
+    # model
+    backbone: str = "EfficientNetV2B0"
+    weights: str | None = None  # None, "imagenet", "imagenet21k", "imagenet21k-ft1k", or a path
+    dropout: float = 0.2
+    image_size: int = 224
+    # two-phase transfer learning
+    batch_size: int = 32
+    epochs_head: int = 2  # phase 1: frozen backbone, train the head
+    epochs_finetune: int = 8  # phase 2: top blocks unfrozen, BatchNorm frozen
+    lr_head: float = 1e-3
+    lr_finetune: float = 2e-4
+    warmup_epochs: float = 1.0
+    weight_decay: float = 1e-5
+    unfreeze_blocks: int = 3  # top stages of the backbone trained in phase 2; -1 = all
+    freeze_batchnorm: bool | None = None  # None = freeze when the weights are pretrained
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 5
+    # augmentation
+    randaugment_magnitude: float = 5.0  # RandAugment magnitude on the paper's 0-30 scale; 0 = off
+    mixup_alpha: float = 0.0
+    # progressive learning (notebook 04)
+    progressive_preset: str = "auto"  # "auto" (from the backbone), "S", "M", "L", "B0".."B3", "custom"
+    progressive_stages: int = 4
+    progressive_epochs_per_stage: int = 2
+    size_min: int = 0  # 0 = from the preset
+    size_max: int = 0
+    ra_min: float = -1.0  # -1 = from the preset
+    ra_max: float = -1.0
+    mixup_min: float = -1.0
+    mixup_max: float = -1.0
+    dropout_min: float = -1.0
+    dropout_max: float = -1.0
+    # k-fold ensemble (notebook 05) and submission (06)
+    folds: int = 5
+    fold_recipe: str = "two_phase"  # or "progressive"
+    tta: list[str] = field(default_factory=lambda: ["identity", "flip"])
+    test_split: str = "public_test"
+    # hardware
+    strategy: str = "auto"  # auto, default, mirrored, tpu
+    mixed_precision: str = "auto"  # auto, off, mixed_float16, mixed_bfloat16
+    jit_compile: bool = False
+    num_workers: int = 0  # image decoding threads; 0 = all cores
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Fail early, naming the setting, on values no run can use."""
+        if self.image_size < 32:
+            raise ConfigError(f"image_size={self.image_size}: EfficientNets need at least 32 pixels")
+        if not 0.0 < self.val_fraction <= 0.5:
+            raise ConfigError(f"val_fraction={self.val_fraction}: must be in (0, 0.5] (one of round(1/val_fraction) folds is held out)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout={self.dropout}: must be in [0, 1)")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size}: must be at least 1")
+        if self.folds < 2:
+            raise ConfigError(f"folds={self.folds}: a k-fold ensemble needs at least 2 folds")
+        if self.fold_recipe not in ("two_phase", "progressive"):
+            raise ConfigError(f"fold_recipe={self.fold_recipe!r}: use 'two_phase' or 'progressive'")
+        if isinstance(self.tta, str):
+            self.tta = [t.strip() for t in self.tta.split(",") if t.strip()]
+        if self.weights in ("", "none", "None", "null"):
+            self.weights = None
+
+    # --- construction -------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, strict: bool = True) -> "Config":
+        """Build from a mapping; unknown keys are an error when strict (they are usually typos)."""
+        names = set(cls.field_names())
+        unknown = sorted(set(values) - names)
+        if strict and unknown:
+            raise ConfigError(f"unknown setting(s) {unknown}; known settings: {sorted(names)}")
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_params(cls, namespace: Mapping[str, Any]) -> "Config":
+        """Take the Config fields among a notebook's variables (its parameters cell)."""
+        return cls.from_dict({k: v for k, v in namespace.items() if k in set(cls.field_names())})
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # --- derived paths ---------------------------------------------------------------
+    @property
+    def batchnorm_frozen(self) -> bool:
+        """Keep BatchNorm frozen while fine-tuning: yes for pretrained weights, no from scratch."""
+        return self.weights is not None if self.freeze_batchnorm is None else bool(self.freeze_batchnorm)
+
+    @property
+    def data_path(self) -> Path:
+        """`data_dir` from the project root; when it does not exist, the dataset attached on Kaggle
+        (/kaggle/input) or found on the mounted Drive on Colab (`environment.resolve_data_dir`)."""
+        return data_root(self.data_dir)
+
+    @property
+    def run_dir(self) -> Path:
+        return MODELS_DIR / self.run_name
+
+    @property
+    def report_dir(self) -> Path:
+        return REPORTS_DIR / self.run_name
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the resolved config as YAML (atomically) so the run can be reproduced."""
+        from .io import atomic_write_text
+
+        return atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping; say which file when it is not one."""
+    p = Path(path) if Path(path).exists() else resolve_path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {path} does not exist (looked in the current folder and {PROJ_ROOT})")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+    return data

@@ -1,0 +1,237 @@
+"""K-fold training with out-of-fold predictions, and the measurements a competitor trusts.
+
+Each fold trains a fresh model with the configured recipe (two-phase or progressive),
+reloads its best checkpoint and predicts its validation fold (the out-of-fold rows) with
+every test-time augmentation. Finished folds are not retrained when a run is resumed.
+
+Out-of-fold rows measure a single model and TTA (slightly optimistically: each fold's best
+epoch is chosen on its own OOF rows). They cannot measure the fold ensemble (every other fold
+model trained on them), so an optional hold-out set, kept out of every fold and out of every
+choice, measures the ensemble's gain.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from ..core.config import PROCESSED_DATA_DIR, Config, ConfigError
+from ..core.io import atomic_path, atomic_write_csv, save_keras
+from ..core.labels import HEADS
+from ..core.metrics import evaluate, tune_thresholds
+from ..data.folds import duplicate_group_ids, holdout_split, make_folds, save_folds
+from ..modeling.inference import check_tta, predict_tta, save_ensemble
+from ..modeling.models import build_model
+from ..modeling.training import TrainingData, check_run_key, load_training_data, train_two_phase
+from .runs import save_run
+
+
+class FoldError(RuntimeError):
+    """Training or predicting one fold failed; the message names the fold."""
+
+
+@dataclass
+class KFoldResult:
+    """Out-of-fold and hold-out predictions of a k-fold run."""
+
+    oof: np.ndarray  # (N, T, 2): each row predicted by the model that did not train on it
+    folds: np.ndarray  # (N,)
+    holdout: np.ndarray | None  # (k, T, H, 2): every fold model on the hold-out rows
+    tta: list[str]
+    histories: dict[int, pd.DataFrame]
+    seconds: dict[int, float]
+
+
+def train_size(cfg: Config) -> int:
+    """The image size fold models are evaluated and used at (progressive: the last stage's)."""
+    if cfg.fold_recipe == "progressive":
+        from ..modeling.progressive import make_schedule
+
+        return make_schedule(cfg)[-1].image_size
+    return cfg.image_size
+
+
+def _train_one(cfg: Config, train: TrainingData, val: TrainingData, fold_dir: Path) -> tuple[keras.Model, pd.DataFrame]:
+    if cfg.fold_recipe == "progressive":
+        from ..modeling.progressive import make_schedule, train_progressive
+
+        stages = make_schedule(cfg)
+        model = build_model(cfg.backbone, cfg.weights, stages[0].dropout)
+        return model, train_progressive(model, train, val, cfg, stages, fold_dir)
+    model = build_model(cfg.backbone, cfg.weights, cfg.dropout)
+    return model, train_two_phase(model, train, val, cfg, fold_dir)
+
+
+def _check_finished_fold(cfg: Config, fold_dir: Path, data: TrainingData, train_rows: np.ndarray, val_rows: np.ndarray) -> None:
+    """A finished fold is reused only if the same settings and rows made it (its run_key.json)."""
+    if not (fold_dir / "run_key.json").exists():
+        return
+
+    def ids_only(rows):  # the key needs the ids, not a copy of the images
+        return TrainingData(data.df.iloc[rows].reset_index(drop=True), data.images[:0], data.labels[rows])
+
+    train, val = ids_only(train_rows), ids_only(val_rows)
+    if cfg.fold_recipe == "progressive":
+        from dataclasses import asdict
+
+        from ..modeling.progressive import make_schedule
+
+        check_run_key(fold_dir, cfg, train, val, recipe="progressive", stages=[asdict(s) for s in make_schedule(cfg)])
+    else:
+        check_run_key(fold_dir, cfg, train, val, recipe="two_phase")
+
+
+def run_kfold(
+    cfg: Config,
+    data: TrainingData,
+    folds: np.ndarray,
+    holdout: TrainingData | None = None,
+    run_dir: Path | None = None,
+) -> KFoldResult:
+    """Train every fold (skipping finished ones) and collect OOF and hold-out predictions."""
+    run_dir = Path(run_dir or cfg.run_dir)
+    tta = check_tta(cfg.tta)
+    n_folds = int(folds.max()) + 1
+    oof = np.full((len(data), len(tta), 2), np.nan)
+    hold = np.full((n_folds, len(tta), len(holdout), 2), np.nan) if holdout is not None and len(holdout) else None
+    histories, seconds = {}, {}
+    for k in range(n_folds):
+        fold_dir = run_dir / f"fold{k}"
+        preds_path = fold_dir / "predictions.npz"
+        val_rows = np.flatnonzero(folds == k)
+        if preds_path.exists() and (fold_dir / "model.keras").exists():
+            with np.load(preds_path) as z:
+                saved_hold = z["holdout"]
+                hold_changed = hold is not None and saved_hold.shape[:2] != hold.shape[1:3]
+                if not np.array_equal(z["rows"], val_rows) or z["oof"].shape[1] != len(tta) or hold_changed:
+                    raise ConfigError(f"{fold_dir} holds fold {k} of a run with other rows, folds, hold-out or TTA; "
+                                      "delete the run folder, or choose another run_name, to train afresh")
+                oof[val_rows] = z["oof"]
+            _check_finished_fold(cfg, fold_dir, data, np.flatnonzero(folds != k), val_rows)
+            if hold is not None and saved_hold.size:
+                hold[k] = saved_hold
+            print(f"fold {k}: already finished, predictions loaded")
+            continue
+        print(f"--- fold {k + 1}/{n_folds}: train {int((folds != k).sum())} rows, validate {len(val_rows)} rows ---", flush=True)
+        t0 = time.time()
+        try:
+            model, history = _train_one(cfg, data.subset(np.flatnonzero(folds != k)), data.subset(val_rows), fold_dir)
+            oof[val_rows] = np.moveaxis(predict_tta(model, data.images[val_rows], tta, cfg.batch_size * 2), 0, 1)
+            hold_k = predict_tta(model, holdout.images, tta, cfg.batch_size * 2) if hold is not None else np.zeros((0,))
+            if hold is not None:
+                hold[k] = hold_k
+            save_keras(model, fold_dir / "model.keras")
+            with atomic_path(preds_path) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, oof=oof[val_rows], holdout=hold_k, rows=val_rows)
+        except Exception as exc:
+            raise FoldError(f"fold {k} (of {n_folds}) failed: {type(exc).__name__}: {exc}; "
+                            f"finished folds are kept and skipped when you run again") from exc
+        histories[k], seconds[k] = history, time.time() - t0
+        print(f"fold {k}: done in {seconds[k]:.0f}s", flush=True)
+        keras.backend.clear_session()  # free the fold's graphs before the next model
+    return KFoldResult(oof, folds, hold, tta, histories, seconds)
+
+
+def fold_spread(labels: np.ndarray, probs: np.ndarray, folds: np.ndarray, thresholds: dict) -> pd.DataFrame:
+    """F1 and AUC per fold at the OOF thresholds, with mean and standard deviation."""
+    rows = {}
+    for k in np.unique(folds):
+        t = evaluate(labels[folds == k], probs[folds == k], thresholds)
+        rows[f"fold {k}"] = {f"{m} {target}": t.loc[target, m] for target in t.index for m in ("f1", "f1_always_yes", "auc")}
+    table = pd.DataFrame(rows).T
+    return pd.concat([table, table.agg(["mean", "std"])])
+
+
+def _scores(labels, probs, thresholds) -> dict:
+    t = evaluate(labels, probs, thresholds)
+    return {"F1 5K": t.loc["5K", "f1"], "always-yes F1 5K": t.loc["5K", "f1_always_yes"], "AUC 5K": t.loc["5K", "auc"],
+            "F1 mask": t.loc["mask", "f1"], "F1 distancing": t.loc["distancing", "f1"]}
+
+
+def gain_table(result: KFoldResult, labels: np.ndarray, holdout_labels: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
+    """What TTA and the fold ensemble buy, with thresholds tuned on OOF rows only.
+
+    Returns the table and the thresholds of each variant. OOF rows: one model per row,
+    with and without TTA (thresholds tuned on those rows, so both are equally optimistic).
+    Hold-out rows (if any): a single fold model (mean over folds) against the averaged
+    ensemble, all at the OOF thresholds, so these rows are scored honestly.
+    """
+    ident = result.tta.index("identity") if "identity" in result.tta else 0
+    variants = {"no TTA": result.oof[:, ident], "TTA": result.oof.mean(axis=1)}
+    thresholds = {name: tune_thresholds(labels, p) for name, p in variants.items()}
+    rows = {f"OOF: single model, {name}": _scores(labels, p, thresholds[name]) for name, p in variants.items()}
+    if result.holdout is not None and holdout_labels is not None:
+        single = {"no TTA": result.holdout[:, ident], "TTA": result.holdout.mean(axis=1)}  # (k, H, 2)
+        for name, per_fold in single.items():
+            scores = pd.DataFrame([_scores(holdout_labels, p, thresholds[name]) for p in per_fold])
+            rows[f"hold-out: single fold model, {name} (mean of {len(per_fold)})"] = scores.mean().to_dict()
+        for name, per_fold in single.items():
+            rows[f"hold-out: {len(per_fold)}-fold ensemble, {name}"] = _scores(holdout_labels, per_fold.mean(axis=0), thresholds[name])
+    return pd.DataFrame(rows).T, thresholds
+
+
+def oof_frame(data: TrainingData, result: KFoldResult) -> pd.DataFrame:
+    """image_id, fname, fold, labels and the OOF probabilities (per augmentation and mean)."""
+    out = data.df[["image_id", "fname"]].copy()
+    out["fold"] = result.folds
+    for i, h in enumerate(HEADS):
+        out[h] = np.where(data.labels[:, i] >= 0, data.labels[:, i], np.nan)
+    for j, t in enumerate(result.tta):
+        for i, h in enumerate(HEADS):
+            out[f"p_{h}_{t}"] = result.oof[:, j, i]
+    mean = result.oof.mean(axis=1)
+    for i, h in enumerate(HEADS):
+        out[f"p_{h}"] = mean[:, i]
+    return out
+
+
+@dataclass
+class KFoldData:
+    """The cross-validated rows with their folds, and the hold-out rows kept out of every fold."""
+
+    cv: TrainingData
+    holdout: TrainingData
+    folds: np.ndarray  # fold per cv row
+    folds_file: Path  # data/processed/folds.csv (hold-out rows have fold -1)
+
+    def __str__(self) -> str:
+        return f"{len(self.cv)} rows in {int(self.folds.max()) + 1} folds, {len(self.holdout)} hold-out rows"
+
+
+def kfold_data(cfg: Config, holdout_fraction: float = 0.0, *, progress: bool = True) -> KFoldData:
+    """Decode the training split at the fold models' size, keep `holdout_fraction` of it out of every
+    fold (stratified and duplicate-aware, like the folds), split the rest into `cfg.folds` folds and
+    save them to data/processed/folds.csv."""
+    data = load_training_data(cfg, size=train_size(cfg), progress=progress)
+    groups = duplicate_group_ids(data.df, progress=progress)
+    if holdout_fraction > 0:
+        cv_rows, hold_rows = holdout_split(data.df, holdout_fraction, cfg.seed + 1, groups)
+    else:
+        cv_rows, hold_rows = np.arange(len(data)), np.array([], dtype=int)
+    cv_folds = make_folds(data.df.iloc[cv_rows], cfg.folds, cfg.seed, groups[cv_rows])
+    all_folds = np.full(len(data), -1)
+    all_folds[cv_rows] = cv_folds
+    path = save_folds(data.df, all_folds, groups, PROCESSED_DATA_DIR / "folds.csv")
+    return KFoldData(data.subset(cv_rows), data.subset(hold_rows), cv_folds, path)
+
+
+def save_kfold(cfg: Config, split: KFoldData, result: KFoldResult, thresholds: dict, metrics: pd.DataFrame,
+               gains: pd.DataFrame) -> dict[str, Path]:
+    """Everything notebook 06 and `fivek predict` need, written once: the run's config, thresholds,
+    ensemble.json (image size, TTA, folds, fallback), the OOF predictions and metrics, the gains,
+    and the fold models with their TTA as one graph (`ensemble.keras`)."""
+    oof_probs = result.oof.mean(axis=1)
+    paths = save_run(cfg, None, val_df=split.cv.df, val_labels=split.cv.labels, val_probs=oof_probs,
+                     thresholds=thresholds, metrics=metrics, train_labels=split.cv.labels, image_size=train_size(cfg),
+                     tta=result.tta, inference_info={"folds": int(result.folds.max()) + 1, "recipe": cfg.fold_recipe},
+                     extra={"gains": gains.reset_index().to_dict("records"), "fold_seconds": result.seconds})
+    paths["oof"] = atomic_write_csv(cfg.run_dir / "oof.csv", oof_frame(split.cv, result))
+    paths["gains"] = atomic_write_csv(cfg.report_dir / "gains.csv", gains.reset_index(names="variant"))
+    paths["ensemble_graph"] = save_ensemble(cfg.run_dir, result.tta)
+    return paths

@@ -1,0 +1,56 @@
+"""From a trained run to a submission: one function that notebook 06 and `fivek predict` share.
+
+For a test folder (``images/`` and its ``*_meta.csv``, whatever the folder is called, e.g.
+``/data/private_test``) it writes three files side by side, atomically:
+
+    submission.csv          image_id,fname,5K - one row per row of the meta file, in its order
+    submission_probs.csv    the probabilities behind every answer, and which rows got the fallback
+    submission_config.yaml  what made it: the run, its models, image size, TTA, thresholds, the
+                            fallback rows and the run's own config.yaml
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ..core.io import atomic_write_text
+from ..data.meta import DataValidationError, read_meta
+from ..data.submission import check_submission, write_submission
+from ..modeling.inference import Ensemble, predict_split
+
+
+def read_test_folder(test_dir: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
+    """A test folder's meta table (with each image's path) and the meta file itself."""
+    test_dir = Path(test_dir)
+    metas = sorted(test_dir.glob("*_meta.csv"))
+    if len(metas) != 1 or not (test_dir / "images").is_dir():
+        raise FileNotFoundError(f"{test_dir} must hold images/ and exactly one *_meta.csv (found {[m.name for m in metas]})")
+    meta, problems = read_meta(metas[0], labelled=False)
+    if problems:
+        raise DataValidationError("\n".join(p.describe(metas[0], meta) for p in problems))
+    meta["path"] = [str(test_dir / "images" / f) for f in meta["fname"]]
+    return meta, metas[0]
+
+
+def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str | os.PathLike, *, tta=None,
+                       batch_size: int = 64, probabilities: bool = True, progress: bool = True) -> dict:
+    """Predict every image of `test_dir` with the run's ensemble and write the submission, its
+    probabilities and its record; return the checked summary (rows, positives, fallback rows, speed)."""
+    meta, meta_path = read_test_folder(test_dir)
+    tta = list(tta or ensemble.tta)
+    pred = predict_split(ensemble, meta, tta=tta, batch_size=batch_size, progress=progress)
+    out = write_submission(pred.frame, out, probabilities=probabilities)
+    config_yaml = ensemble.source / "config.yaml"
+    record = {
+        "models_run": str(ensemble.source), "models": ensemble.names, "image_size": ensemble.image_size, "tta": tta,
+        "thresholds": ensemble.thresholds, "fallback_rows": sorted(pred.failed), "test_dir": str(Path(test_dir)),
+        "run_config": yaml.safe_load(config_yaml.read_text()) if config_yaml.exists() else None,
+    }
+    record_path = atomic_write_text(out.with_name(f"{out.stem}_config.yaml"), yaml.safe_dump(record, sort_keys=False))
+    return {**check_submission(out, meta_path), "record": str(record_path), "models": len(ensemble.models), "tta": tta,
+            "fallback_rows": len(pred.failed), "seconds": round(pred.seconds, 1),
+            "images_per_second": round(len(meta) / max(pred.seconds, 1e-9), 1)}

@@ -1,0 +1,211 @@
+"""`fivek run`: execute the numbered notebooks in order with papermill.
+
+A pipeline YAML holds shared keys (passed to every notebook that declares them in its
+`parameters` cell) and a `notebooks:` mapping of per-notebook sections (which win). A key
+in a section that its notebook does not declare is an error: it is almost always a typo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pandas as pd
+
+from ..core.config import EXECUTED_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, ConfigError, load_yaml, resolve_path
+
+NOTEBOOK_NAME = re.compile(r"^(\d{2})-[\w-]+\.ipynb$")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in kernel tracebacks
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed; the message names it, the failing cell and the executed copy."""
+
+
+def list_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The numbered notebooks (NN-name.ipynb) in order."""
+    return sorted(p for p in Path(folder).glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
+
+
+def select_notebooks(notebooks: list[Path], only: Iterable[str] | None) -> list[Path]:
+    """Keep the notebooks whose number or name is in `only` (all when empty)."""
+    only = [str(o) for o in (only or [])]
+    if not only:
+        return notebooks
+    chosen = [nb for nb in notebooks if any(nb.name.startswith(o.zfill(2) if o.isdigit() else o) for o in only)]
+    unknown = [o for o in only if not any(nb.name.startswith(o.zfill(2) if o.isdigit() else o) for nb in notebooks)]
+    if unknown:
+        raise ConfigError(f"--only {unknown}: no such notebook; have {[nb.name for nb in notebooks]}")
+    return chosen
+
+
+def declared_parameters(notebook: Path) -> dict:
+    """The parameters a notebook declares in its `parameters` cell (papermill's reading)."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def names_notebook(key, stem: str) -> bool:
+    """Whether a `notebooks:` section key ('03', '03-efficientnetv2-21k' or a prefix of the
+    name ending at a dash) names the notebook `stem`."""
+    key = str(key)
+    return key in (stem, stem[:2]) or stem.startswith(f"{key}-")
+
+
+def notebook_params(pipeline: dict, notebook: Path) -> dict:
+    """Parameters for one notebook: declared shared keys, then its own section."""
+    declared = declared_parameters(notebook)
+    shared = {k: v for k, v in pipeline.items() if k != "notebooks" and k in declared}
+    sections = pipeline.get("notebooks") or {}
+    key = next((k for k in sections if names_notebook(k, notebook.stem)), None)
+    section = dict(sections.get(key) or {}) if key is not None else {}
+    unknown = sorted(set(section) - set(declared))
+    if unknown:
+        raise ConfigError(f"section '{key}' sets {unknown}, which {notebook.name} does not declare; it declares {sorted(declared)}")
+    return {**shared, **section}
+
+
+def check_pipeline(pipeline: dict, notebooks: list[Path], source: str | os.PathLike = "config") -> None:
+    """Catch typos no single notebook would: a shared key that no notebook declares, and a
+    `notebooks:` section that matches no notebook (both would otherwise be silently ignored)."""
+    declared = {nb: declared_parameters(nb) for nb in notebooks}
+    every = set().union(*map(set, declared.values())) if declared else set()
+    unknown = sorted(k for k in pipeline if k not in ("notebooks", "prepare") and k not in every)
+    if unknown:
+        raise ConfigError(f"{source}: shared key(s) {unknown} are declared by no notebook; known keys: {sorted(every)}")
+    stems = [nb.stem for nb in notebooks]
+    orphans = [k for k in (pipeline.get("notebooks") or {}) if not any(names_notebook(k, stem) for stem in stems)]
+    if orphans:
+        raise ConfigError(f"{source}: section(s) {orphans} under notebooks: match no notebook; use a number like '03' "
+                          f"or a name among {stems}")
+
+
+def prepare(pipeline: dict) -> None:
+    """Make what a pipeline YAML's `prepare:` block asks for, when it is missing.
+
+    `synth: {out, n_train, n_test, seed}` writes the synthetic dataset;
+    `standin_checkpoint: {out, variant}` writes a randomly initialised SavedModel in the
+    official EfficientNetV2 layout (an offline stand-in for the ImageNet-21k checkpoint).
+    """
+    steps = dict(pipeline.get("prepare") or {})
+    unknown = sorted(set(steps) - {"synth", "standin_checkpoint"})
+    if unknown:
+        raise ConfigError(f"prepare: unknown step(s) {unknown}; known: synth, standin_checkpoint")
+    if "synth" in steps:
+        from ..data.synth import ensure_dataset
+
+        spec = dict(steps["synth"])
+        out = resolve_path(spec.pop("out"))
+        made = ensure_dataset(out, **spec)  # made again when the settings (or the generator) changed
+        if not made.get("reused"):
+            print(f"prepare: wrote the synthetic dataset to {out} ({made['seconds']} s)", flush=True)
+    if "standin_checkpoint" in steps:
+        spec = dict(steps["standin_checkpoint"])
+        out = resolve_path(spec.pop("out"))
+        if not (out / "saved_model.pb").exists():
+            from ..modeling.pretrained.standin import export_automl_savedmodel
+
+            print(f"prepare: writing a stand-in EfficientNetV2 SavedModel to {out}", flush=True)
+            export_automl_savedmodel(out, **spec)
+
+
+@contextlib.contextmanager
+def kernel_output_to(log_path: Path) -> Iterator[None]:
+    """Send what the kernels write to stderr (TensorFlow's start-up notes, Jupyter's warnings, the
+    shutdown's KeyboardInterrupt) to `log_path` instead of the terminal. Kernels inherit this
+    process's stderr, so its file descriptor is pointed at the log while they run."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def notebook_result(notebook: Path, params: dict) -> str:
+    """One line on what a finished notebook left: its run's validation numbers beside their chance
+    levels, or its submission's size."""
+    declared = declared_parameters(notebook)
+
+    def value(name: str):
+        if name in params:
+            return params[name]
+        default = (declared.get(name) or {}).get("default")
+        return default.strip("\"'") if isinstance(default, str) else default
+
+    run = value("run_name")
+    metrics = REPORTS_DIR / str(run) / "metrics.csv" if run else None
+    if metrics is not None and metrics.exists():
+        table = pd.read_csv(metrics).set_index("target")
+        k = table.loc["5K"]
+        return (f"5K F1 {k['f1']:.3f} (always-yes {k['f1_always_yes']:.3f}), AUC 5K {k['auc']:.2f} "
+                f"mask {table.loc['mask', 'auc']:.2f} distancing {table.loc['distancing', 'auc']:.2f} (chance 0.5)")
+    submission = value("submission_file")
+    if submission and resolve_path(submission).exists():
+        answers = pd.read_csv(resolve_path(submission))
+        return f"{len(answers)} rows, {int(answers['5K'].sum())} answered 5K = 1 -> {resolve_path(submission)}"
+    return ""
+
+
+def run_notebooks(
+    config: str | os.PathLike,
+    only: Iterable[str] | None = None,
+    *,
+    output_dir: Path = EXECUTED_DIR,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    verbose: bool = False,
+    kernel_name: str | None = None,
+) -> list[Path]:
+    """Run the selected notebooks in order; stop at the first failure with `PipelineError`.
+
+    Prints one line per notebook with its time and result. The executed copies keep every output;
+    what the kernels write to stderr goes to `<output_dir>/<notebook>.log` (to the terminal, with
+    papermill's progress bars, when `verbose`).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    pipeline = load_yaml(config)
+    notebooks = select_notebooks(list_notebooks(notebooks_dir), only)
+    if not notebooks:
+        raise ConfigError(f"no numbered notebooks found in {notebooks_dir}")
+    check_pipeline(pipeline, list_notebooks(notebooks_dir), config)  # fail on typos before any work
+    params = {nb: notebook_params(pipeline, nb) for nb in notebooks}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext() if verbose else kernel_output_to(output_dir / "prepare.log"):
+        prepare(pipeline)
+    done = []
+    width = max(len(nb.stem) for nb in notebooks)
+    for i, nb in enumerate(notebooks, start=1):
+        out, log = output_dir / nb.name, output_dir / f"{nb.stem}.log"
+        log.unlink(missing_ok=True)
+        print(f"[{i}/{len(notebooks)}] {nb.stem:<{width}} ", end="", flush=True)
+        t0 = time.time()
+        try:
+            with contextlib.nullcontext() if verbose else kernel_output_to(log):
+                papermill.execute_notebook(
+                    str(nb), str(out), parameters=params[nb], cwd=str(PROJ_ROOT), progress_bar=verbose,
+                    kernel_name=kernel_name, request_save_on_cell_execute=True,
+                )
+        except PapermillExecutionError as exc:
+            print(f"FAILED after {time.time() - t0:.0f} s", flush=True)
+            trace = [ANSI.sub("", line) for line in (exc.traceback or [])]
+            raise PipelineError(
+                f"{nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): {exc.ename}: {exc.evalue}\n"
+                + "".join(trace[-3:]).rstrip() + f"\nthe executed copy with the traceback is {out}"
+                + ("" if verbose else f"; the kernel's log is {log}")
+            ) from exc
+        print(f"{time.time() - t0:5.0f} s  {notebook_result(nb, params[nb])}", flush=True)
+        done.append(out)
+    return done

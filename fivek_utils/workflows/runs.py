@@ -1,0 +1,130 @@
+"""What a run leaves behind, in one place: model, config, thresholds, predictions, metrics.
+
+    models/<run>/model.keras          the best model (by validation 5K F1)
+    models/<run>/config.yaml          the resolved Config that made it
+    models/<run>/thresholds.json      thresholds chosen on validation data
+    models/<run>/val_predictions.csv  image_id, fname, labels and probabilities
+    models/<run>/ensemble.json        what `fivek predict` needs: image size, TTA, fallback
+    reports/<run>/metrics.csv         the metrics table; history.csv the per-epoch log
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from ..core.config import REPORTS_DIR, Config
+from ..core.io import atomic_write_csv, atomic_write_json, save_keras
+from ..core.labels import HEADS, combine_5k
+from ..core.metrics import base_rates, fallback_5k
+from ..data.folds import duplicate_group_ids, fold_table, holdout_split
+from ..modeling.training import TrainingData, load_training_data
+
+
+def predictions_frame(df: pd.DataFrame, labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """image_id, fname, the labels (blank = NaN) and the predicted probabilities per row."""
+    out = df[["image_id", "fname"]].copy()
+    for i, h in enumerate(HEADS):
+        out[h] = np.where(labels[:, i] >= 0, labels[:, i], np.nan)
+    for i, h in enumerate(HEADS):
+        out[f"p_{h}"] = probs[:, i]
+    out["p_5k"] = combine_5k(probs[:, 0], probs[:, 1])
+    return out
+
+
+def write_inference_info(run: Path, *, image_size: int, tta: list[str], train_labels: np.ndarray, thresholds: dict, **extra) -> Path:
+    """ensemble.json: the image size the model(s) expect, the TTA the thresholds were tuned with,
+    and the fallback for unreadable test images (training base rates, F1-optimal 5K answer)."""
+    rates = base_rates(train_labels)
+    return atomic_write_json(Path(run) / "ensemble.json", {
+        "image_size": int(image_size), "tta": list(tta), "base_rates": rates,
+        "fallback_5k": fallback_5k(rates, thresholds), **extra,
+    })
+
+
+def save_run(
+    cfg: Config,
+    model: keras.Model | None,
+    *,
+    val_df: pd.DataFrame,
+    val_labels: np.ndarray,
+    val_probs: np.ndarray,
+    thresholds: dict,
+    metrics: pd.DataFrame,
+    train_labels: np.ndarray,
+    image_size: int | None = None,
+    tta: list[str] = ("identity",),
+    history: pd.DataFrame | None = None,
+    extra: dict | None = None,
+    inference_info: dict | None = None,
+) -> dict[str, Path]:
+    """Write a run's outputs (atomically) and return their paths.
+
+    `image_size` is the size the model was last trained and validated at (the last stage's
+    for progressive runs), `tta` the augmentations the thresholds were tuned with;
+    `train_labels` give the fallback for unreadable test images; `inference_info` adds to
+    ensemble.json (the k-fold run's folds and recipe).
+    """
+    run, rep = cfg.run_dir, cfg.report_dir
+    paths = {
+        "config": cfg.save(run / "config.yaml"),
+        "thresholds": atomic_write_json(run / "thresholds.json", thresholds),
+        "ensemble": write_inference_info(run, image_size=image_size or cfg.image_size, tta=list(tta),
+                                         train_labels=train_labels, thresholds=thresholds, backbone=cfg.backbone,
+                                         **(inference_info or {})),
+        "val_predictions": atomic_write_csv(run / "val_predictions.csv", predictions_frame(val_df, val_labels, val_probs)),
+        "metrics": atomic_write_csv(rep / "metrics.csv", metrics.reset_index()),
+    }
+    if model is not None:
+        paths["model"] = save_keras(model, run / "model.keras")
+    if history is not None and len(history):
+        paths["history"] = atomic_write_csv(rep / "history.csv", history)
+    if extra:
+        paths["extra"] = atomic_write_json(rep / "extra.json", extra)
+    return paths
+
+
+def load_metrics(run_name: str) -> pd.DataFrame | None:
+    """A finished run's metrics table, or None when that run has not been made."""
+    path = REPORTS_DIR / run_name / "metrics.csv"
+    return pd.read_csv(path).set_index("target") if path.exists() else None
+
+
+def compare_runs(tables: dict[str, pd.DataFrame | None],
+                 columns=("f1", "f1_always_yes", "precision", "recall", "auc")) -> pd.DataFrame:
+    """Side-by-side metrics of several runs (runs not made yet are left out), each F1 beside the
+    always-"yes" F1 of the same rows."""
+    parts = {name: t.reindex(columns=list(columns)).astype(float) for name, t in tables.items() if t is not None}
+    return pd.concat(parts, axis=1) if parts else pd.DataFrame()
+
+
+@dataclass
+class Holdout:
+    """The decoded training rows and their stratified, duplicate-aware hold-out split."""
+
+    data: TrainingData
+    train: TrainingData
+    val: TrainingData
+
+    def table(self) -> pd.DataFrame:
+        """Rows per stratum on each side: shows the split kept the label mix."""
+        is_val = np.isin(self.data.df["image_id"], self.val.df["image_id"]).astype(int)
+        return fold_table(self.data.df, is_val).rename(index={0: "train", 1: "validation"})
+
+    def __str__(self) -> str:
+        return (f"train {len(self.train)} rows, validation {len(self.val)} rows, "
+                f"skipped {len(self.data.skipped)} unreadable")
+
+
+def holdout_data(cfg: Config, size: int | None = None, *, progress: bool = True) -> Holdout:
+    """Decode the training split at `size` (default `cfg.image_size`) and hold out `cfg.val_fraction`
+    of it, stratified on the joint label with blanks and with near-duplicates kept on one side.
+    Notebooks 02-04 call it with the same seed, so they share one split."""
+    data = load_training_data(cfg, size, progress=progress)
+    groups = duplicate_group_ids(data.df, progress=progress)
+    train_rows, val_rows = holdout_split(data.df, cfg.val_fraction, cfg.seed, groups)
+    return Holdout(data, data.subset(train_rows), data.subset(val_rows))

@@ -1,0 +1,59 @@
+"""keras.applications backbones: what trains in each phase, BatchNorm that learns keeps up, and
+the tiny backbone follows the same naming."""
+
+import keras
+import numpy as np
+import pytest
+
+from fivek_utils.core.config import ModelConfigError
+from fivek_utils.modeling.backbones import (
+    LEARNING_BN_MOMENTUM,
+    backbone_stages,
+    build_backbone,
+    get_backbone,
+    set_trainable,
+    tiny_backbone,
+)
+from fivek_utils.modeling.models import build_model
+
+
+def test_set_trainable_unfreezes_top_blocks_and_keeps_batchnorm_frozen():
+    model = build_model("EfficientNetV2B0", None)
+    base = get_backbone(model)
+    assert set_trainable(model, 0) == 0 and not base.trainable
+    set_trainable(model, 2)
+    trainable = {l.name for l in base.layers if l.trainable and l.weights}
+    assert trainable and all(n.startswith(("block5", "block6", "top_")) for n in trainable)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) and l.trainable for l in base.layers)
+    set_trainable(model, -1)
+    assert any(l.name.startswith("block1") and l.trainable for l in base.layers)
+    assert any(l.name.startswith("stem_conv") and l.trainable for l in base.layers)
+
+
+def test_batchnorm_that_learns_gets_the_fast_momentum_and_frozen_keeps_its_own():
+    model = build_model("EfficientNetB0", None)  # keras.applications' B0 uses Keras's default, 0.99
+    bns = [l for l in get_backbone(model).layers if isinstance(l, keras.layers.BatchNormalization)]
+    set_trainable(model, -1, freeze_batchnorm=True)
+    assert all(l.momentum == 0.99 and not l.trainable for l in bns)  # pretrained statistics stay as they are
+    set_trainable(model, -1, freeze_batchnorm=False)
+    assert all(l.trainable and l.momentum == LEARNING_BN_MOMENTUM for l in bns)
+
+
+def test_stages_and_the_tiny_backbone_unfreeze_like_the_efficientnets():
+    assert backbone_stages(build_backbone("EfficientNetV2B0")) == 6
+    assert backbone_stages(build_backbone("EfficientNetB0")) == 7
+    model = build_model(tiny_backbone(), None)
+    set_trainable(model, 1)
+    trainable = {l.name for l in get_backbone(model).layers if l.trainable and l.weights}
+    assert trainable == {"block3a_conv", "top_conv"}  # BatchNorm frozen by default
+    set_trainable(model, -1, freeze_batchnorm=False)
+    assert all(l.trainable for l in get_backbone(model).layers if l.weights)
+
+
+def test_unknown_backbone_and_preprocessing_that_cannot_be_left_out():
+    with pytest.raises(ModelConfigError, match="EfficientNetV2B0"):
+        build_backbone("ResNet50")
+    with pytest.raises(ModelConfigError, match="only EfficientNetV2"):
+        build_backbone("EfficientNetB0", include_preprocessing=False)
+    out = build_backbone("EfficientNetV2B0", include_preprocessing=False)(np.zeros((1, 32, 32, 3), "float32"))
+    assert out.shape[-1] == 1280

@@ -1,0 +1,120 @@
+"""k-fold runs: finished folds are resumed (and refused when other settings, rows, hold-out or TTA
+made them), a failing fold is named, and the k-fold data and save steps notebook 05 calls."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fivek_utils.core.config import ConfigError
+
+
+def _fold_data(n=8):
+    from fivek_utils.modeling.training import TrainingData
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (n, 2)).astype("float32")
+    df = pd.DataFrame({"image_id": np.arange(n), "fname": [f"{i}.jpg" for i in range(n)]})
+    return TrainingData(df, rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), labels)
+
+
+def _finish_fold(run_dir, k, rows, tta=2, hold_rows=0):
+    """What a finished fold leaves behind: its model file and its predictions."""
+    fold = run_dir / f"fold{k}"
+    fold.mkdir(parents=True)
+    (fold / "model.keras").write_bytes(b"")
+    np.savez(fold / "predictions.npz", oof=np.full((len(rows), tta, 2), 0.25 + k / 2), holdout=np.zeros((tta, hold_rows, 2)), rows=rows)
+
+
+def test_kfold_skips_finished_folds_and_names_the_failing_one(tmp_path):
+    from fivek_utils.core.config import Config
+    from fivek_utils.workflows.kfold import FoldError, run_kfold
+
+    data, folds = _fold_data(), np.array([0, 1, 2] * 2 + [0, 1])
+    cfg = Config(image_size=32, backbone="EfficientNetB99")  # any fold that really trains fails
+    _finish_fold(tmp_path, 0, np.flatnonzero(folds == 0))
+    with pytest.raises(FoldError, match=r"fold 1 \(of 3\) failed: .*EfficientNetB99"):
+        run_kfold(cfg, data, folds, run_dir=tmp_path)
+
+    _finish_fold(tmp_path, 1, np.flatnonzero(folds == 1))
+    _finish_fold(tmp_path, 2, np.flatnonzero(folds == 2))
+    result = run_kfold(cfg, data, folds, run_dir=tmp_path)  # nothing left to train
+    assert np.allclose(result.oof[folds == 0], 0.25) and np.allclose(result.oof[folds == 2], 1.25)
+
+    with pytest.raises(ConfigError, match="fold 0 of a run with other rows"):
+        run_kfold(cfg, data, np.array([1, 0, 2] * 2 + [0, 1]), run_dir=tmp_path)  # other folds
+    with pytest.raises(ConfigError, match="other rows, folds, hold-out or TTA"):
+        run_kfold(cfg.replace(tta=["identity"]), data, folds, run_dir=tmp_path)
+
+
+def test_kfold_refuses_a_finished_fold_trained_with_other_settings(tmp_path):
+    from fivek_utils.core.config import Config
+    from fivek_utils.modeling.training import check_run_key
+    from fivek_utils.workflows.kfold import run_kfold
+
+    data, folds = _fold_data(), np.array([0, 1] * 4)
+    cfg = Config(image_size=32, epochs_finetune=3)
+    for k in (0, 1):
+        _finish_fold(tmp_path, k, np.flatnonzero(folds == k))
+        check_run_key(tmp_path / f"fold{k}", cfg, data.subset(np.flatnonzero(folds != k)), data.subset(np.flatnonzero(folds == k)),
+                      recipe="two_phase")  # what training the fold wrote
+    run_kfold(cfg, data, folds, run_dir=tmp_path)  # same settings: reused
+    with pytest.raises(ConfigError, match=r"changed: \['epochs_finetune'\]"):
+        run_kfold(cfg.replace(epochs_finetune=6), data, folds, run_dir=tmp_path)
+
+
+def test_kfold_data_keeps_the_holdout_out_of_every_fold_and_saves_the_folds(tmp_path, monkeypatch):
+    from fivek_utils.core.config import Config
+    from fivek_utils.data import synth
+    from fivek_utils.modeling import training
+    from fivek_utils.workflows import kfold
+
+    monkeypatch.setattr(training, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(kfold, "PROCESSED_DATA_DIR", tmp_path / "processed")
+    synth.generate_dataset(tmp_path / "data", n_train=60, n_test=0, seed=5, workers=1, progress=False)
+    split = kfold.kfold_data(Config(data_dir=str(tmp_path / "data"), image_size=32, folds=3, seed=0), 0.2, progress=False)
+    cv_ids, hold_ids = set(split.cv.df["image_id"]), set(split.holdout.df["image_id"])
+    assert not cv_ids & hold_ids and len(cv_ids | hold_ids) == 60 and 9 <= len(hold_ids) <= 15
+    assert sorted(set(split.folds)) == [0, 1, 2] and len(split.folds) == len(split.cv)
+    saved = pd.read_csv(split.folds_file, dtype={"image_id": str})
+    assert split.folds_file == tmp_path / "processed" / "folds.csv"
+    assert set(saved.loc[saved["fold"] == -1, "image_id"]) == hold_ids
+    assert str(split) == f"{len(cv_ids)} rows in 3 folds, {len(hold_ids)} hold-out rows"
+
+
+def test_save_kfold_writes_ensemble_json_once_and_the_one_graph(tmp_path, monkeypatch):
+    import json
+
+    from fivek_utils.core import config
+    from fivek_utils.core.config import Config
+    from fivek_utils.core.metrics import evaluate
+    from fivek_utils.modeling.backbones import tiny_backbone
+    from fivek_utils.modeling.inference import load_ensemble
+    from fivek_utils.modeling.models import build_model
+    from fivek_utils.workflows import kfold
+
+    monkeypatch.setattr(config, "MODELS_DIR", tmp_path / "models")
+    monkeypatch.setattr(config, "REPORTS_DIR", tmp_path / "reports")
+    data, folds = _fold_data(10), np.array([0, 1] * 5)
+    cfg = Config(run_name="05-kfold", image_size=32, folds=2, tta=["identity", "flip"])
+    for k in (0, 1):
+        (cfg.run_dir / f"fold{k}").mkdir(parents=True)
+        build_model(tiny_backbone(seed=k), None).save(cfg.run_dir / f"fold{k}" / "model.keras")
+    oof = np.random.default_rng(1).uniform(size=(10, 2, 2))
+    result = kfold.KFoldResult(oof, folds, None, ["identity", "flip"], {}, {0: 1.0, 1: 2.0})
+    split = kfold.KFoldData(data, data.subset(np.array([], int)), folds, tmp_path / "folds.csv")
+    gains, thresholds = kfold.gain_table(result, data.labels)
+    table = evaluate(data.labels, oof.mean(axis=1), thresholds["TTA"])
+    paths = kfold.save_kfold(cfg, split, result, thresholds["TTA"], table, gains)
+    info = json.loads((cfg.run_dir / "ensemble.json").read_text())
+    assert info["tta"] == ["identity", "flip"] and info["folds"] == 2 and info["recipe"] == "two_phase"
+    assert paths["ensemble_graph"] == cfg.run_dir / "ensemble.keras"
+    assert len(pd.read_csv(paths["oof"])) == 10 and (tmp_path / "reports" / "05-kfold" / "gains.csv").exists()
+    ens = load_ensemble(cfg.run_dir)
+    assert ens.names == ["fold0", "fold1"] and ("identity", "flip") in ens.graphs
+    # as notebook 06 and `fivek predict` meet it: a fresh interpreter that imports only the loader
+    code = "import sys; from fivek_utils.modeling.inference import load_ensemble; print(load_ensemble(sys.argv[1]).names)"
+    out = subprocess.run([sys.executable, "-c", code, str(cfg.run_dir)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "['fold0', 'fold1']", out.stderr[-2000:]

@@ -1,0 +1,60 @@
+"""`predict_submission`, shared by notebook 06 and `fivek predict`: three files beside each other,
+one checked row per test image, and what made them on record."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from fivek_utils.modeling.backbones import tiny_backbone
+from fivek_utils.modeling.inference import load_ensemble
+from fivek_utils.modeling.models import build_model
+from fivek_utils.workflows.predict import predict_submission, read_test_folder
+
+
+@pytest.fixture
+def run_and_test(tmp_path):
+    run = tmp_path / "models" / "05-kfold"
+    for k in range(2):
+        (run / f"fold{k}").mkdir(parents=True)
+        build_model(tiny_backbone(seed=k), None).save(run / f"fold{k}" / "model.keras")
+    (run / "thresholds.json").write_text(json.dumps({"5k_mask": 0.5, "5k_distancing": 0.5}))
+    (run / "config.yaml").write_text("image_size: 32\nbackbone: tiny\n")
+    (run / "ensemble.json").write_text(json.dumps({"image_size": 32, "tta": ["identity", "flip"],
+                                                   "base_rates": {"mask": 0.7, "distancing": 0.6}, "fallback_5k": 0}))
+    test = tmp_path / "private_test"
+    (test / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in (1, 2, 3):
+        Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(test / "images" / f"{i}.jpg")
+    pd.DataFrame({"image_id": [3, 1, 2, 4], "fname": ["3.jpg", "1.jpg", "2.jpg", "4.jpg"]}).to_csv(
+        test / "private_test_meta.csv", index=False)  # 4.jpg is missing
+    return run, test
+
+
+def test_writes_submission_probabilities_and_record(run_and_test, tmp_path):
+    run, test = run_and_test
+    out = tmp_path / "result" / "submission.csv"
+    with pytest.warns(UserWarning, match="1 test image"):
+        summary = predict_submission(load_ensemble(run), test, out, batch_size=2, progress=False)
+    assert summary["rows"] == 4 and summary["fallback_rows"] == 1 and summary["models"] == 2
+    assert sorted(p.name for p in out.parent.iterdir()) == ["submission.csv", "submission_config.yaml", "submission_probs.csv"]
+    assert pd.read_csv(out)["image_id"].tolist() == [3, 1, 2, 4]  # the meta file's order
+    probs = pd.read_csv(out.with_name("submission_probs.csv"))
+    assert probs["fallback"].tolist() == [False, False, False, True] and probs["p_mask"].iloc[3] == pytest.approx(0.7)
+    record = yaml.safe_load(out.with_name("submission_config.yaml").read_text())
+    assert record["models"] == ["fold0", "fold1"] and record["tta"] == ["identity", "flip"]
+    assert record["fallback_rows"] == ["4.jpg"] and record["run_config"]["backbone"] == "tiny"
+
+
+def test_a_test_folder_needs_images_and_one_meta_file(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"exactly one \*_meta.csv"):
+        read_test_folder(tmp_path)
+    (tmp_path / "a_meta.csv").write_text("image_id,fname\n1,1.jpg\n")
+    (tmp_path / "b_meta.csv").write_text("image_id,fname\n1,1.jpg\n")
+    with pytest.raises(FileNotFoundError, match="a_meta.csv"):
+        read_test_folder(tmp_path)

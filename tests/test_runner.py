@@ -1,0 +1,79 @@
+"""`fivek run`'s runner: pipeline YAMLs (shared keys, per-notebook sections, typos), notebook
+selection, and a failing notebook named with its cell."""
+
+import os
+
+import pytest
+import yaml
+
+from conftest import run_fivek as fivek
+from fivek_utils.core.config import CODE_ROOT, ConfigError, load_yaml
+from fivek_utils.workflows.runner import (
+    check_pipeline,
+    declared_parameters,
+    list_notebooks,
+    names_notebook,
+    notebook_params,
+    select_notebooks,
+)
+
+NOTEBOOKS = list_notebooks(CODE_ROOT / "notebooks")
+
+
+@pytest.mark.parametrize("config", ["smoke", "demo", "full"])
+def test_each_notebook_gets_its_declared_shared_keys_then_its_section(config):
+    pipeline = yaml.safe_load((CODE_ROOT / "configs" / f"{config}.yaml").read_text())
+    sections = pipeline.get("notebooks") or {}
+    for nb in NOTEBOOKS:
+        declared = set(declared_parameters(nb))
+        section = next((v for k, v in sections.items() if str(k) in (nb.stem, nb.stem[:2])), None) or {}
+        expected = {k: v for k, v in pipeline.items() if k not in ("notebooks", "prepare") and k in declared}
+        expected.update(section)
+        assert notebook_params(pipeline, nb) == expected, nb.stem
+
+
+def test_a_section_wins_over_a_shared_key():
+    nb = next(n for n in NOTEBOOKS if n.stem.startswith("06"))
+    assert notebook_params({"batch_size": 32, "notebooks": {"06": {"batch_size": 64}}}, nb) == {"batch_size": 64}
+    assert notebook_params({"batch_size": 32, "notebooks": {"06-submission": {"batch_size": 8}}}, nb) == {"batch_size": 8}
+
+
+def test_section_keys_name_notebooks_by_number_or_name():
+    assert names_notebook("03", "03-efficientnetv2-21k") and names_notebook(3, "03-x") is False
+    assert names_notebook("03-efficientnetv2", "03-efficientnetv2-21k")
+    assert not names_notebook("03-efficient", "03-efficientnetv2-21k") and not names_notebook("04", "03-x")
+
+
+def test_undeclared_section_key_is_an_error_naming_it():
+    pipeline = {"image_size": 64, "notebooks": {"02": {"imgae_size": 64}}}
+    nb = next(n for n in NOTEBOOKS if n.stem.startswith("02"))
+    with pytest.raises(ConfigError, match=r"section '02' sets \['imgae_size'\]"):
+        notebook_params(pipeline, nb)
+    assert notebook_params({"image_size": 64, "gallery_size": 9}, nb) == {"image_size": 64}  # shared keys only where declared
+
+
+def test_keys_and_sections_that_match_nothing_are_errors():
+    for config in ("smoke", "demo", "full"):
+        check_pipeline(load_yaml(CODE_ROOT / "configs" / f"{config}.yaml"), NOTEBOOKS)
+    with pytest.raises(ConfigError, match=r"shared key\(s\) \['image_sise'\] are declared by no notebook"):
+        check_pipeline({"image_sise": 64, "prepare": {}}, NOTEBOOKS)
+    with pytest.raises(ConfigError, match=r"section\(s\) \['2', '09'\]"):
+        check_pipeline({"notebooks": {"2": {}, "09": {}, "03": {}, "05-kfold-ensemble": {}}}, NOTEBOOKS)
+
+
+def test_select_notebooks():
+    assert [n.stem[:2] for n in select_notebooks(NOTEBOOKS, ["01", "3"])] == ["01", "03"]
+    with pytest.raises(ConfigError, match="no such notebook"):
+        select_notebooks(NOTEBOOKS, ["09"])
+
+
+@pytest.mark.slow
+def test_failing_notebook_stops_the_run_naming_notebook_and_cell(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data_dir: data/raw/none\n")
+    env = {**os.environ, "FIVEK_ROOT": str(tmp_path)}
+    result = fivek("run", "--config", str(config), "--only", "02", env=env, check=False)
+    assert result.returncode == 1
+    assert "02-baseline-b0.ipynb failed in cell" in result.stderr
+    assert (tmp_path / "reports" / "executed" / "02-baseline-b0.ipynb").exists()
+    assert "FileNotFoundError: meta file" in result.stderr  # the failing cell's error, not just its number

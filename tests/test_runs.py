@@ -1,0 +1,71 @@
+"""Run folders: `holdout_data` (the split notebooks 02-04 share) and `save_run`, which writes what
+`fivek predict` and the comparisons need."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from fivek_utils.core import config as cfg_module
+from fivek_utils.core.config import Config
+from fivek_utils.core.metrics import evaluate
+from fivek_utils.data import synth
+from fivek_utils.modeling import training
+from fivek_utils.modeling.backbones import tiny_backbone
+from fivek_utils.modeling.models import build_model
+from fivek_utils.workflows import runs
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """Models, reports and the decode cache in a temporary project root."""
+    monkeypatch.setattr(cfg_module, "MODELS_DIR", tmp_path / "models")
+    monkeypatch.setattr(runs, "REPORTS_DIR", tmp_path / "reports")
+    monkeypatch.setattr(cfg_module, "REPORTS_DIR", tmp_path / "reports")
+    monkeypatch.setattr(training, "CACHE_DIR", tmp_path / "cache")
+    return tmp_path
+
+
+def test_holdout_data_is_stratified_disjoint_and_the_same_for_the_same_seed(project):
+    root = project / "data"
+    synth.generate_dataset(root, n_train=60, n_test=0, seed=4, workers=1, progress=False)
+    cfg = Config(data_dir=str(root), image_size=32, val_fraction=0.25, seed=1)
+    split = runs.holdout_data(cfg, progress=False)
+    train_ids, val_ids = set(split.train.df["image_id"]), set(split.val.df["image_id"])
+    assert not train_ids & val_ids and len(train_ids | val_ids) == 60 and 12 <= len(val_ids) <= 18
+    assert split.train.images.shape[1:] == (32, 32, 3) and len(split.val.images) == len(val_ids)
+    table = split.table()
+    assert list(table.index) == ["train", "validation"] and table.to_numpy().sum() == 60
+    assert str(split).startswith(f"train {len(train_ids)} rows, validation {len(val_ids)} rows")
+    again = runs.holdout_data(cfg, size=48, progress=False)
+    assert set(again.val.df["image_id"]) == val_ids and again.val.images.shape[1] == 48
+
+
+def test_save_run_writes_what_predict_and_comparisons_read(project):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (20, 2)).astype("float32")
+    labels[::4, 1] = -1
+    probs = rng.uniform(size=(20, 2))
+    df = pd.DataFrame({"image_id": [str(i) for i in range(20)], "fname": [f"{i}.jpg" for i in range(20)]})
+    cfg = Config(run_name="r", image_size=32)
+    thresholds = {"mask": 0.5, "distancing": 0.4, "5k_mask": 0.5, "5k_distancing": 0.4, "f1_5K": 0.6}
+    table = evaluate(labels, probs, thresholds)
+    paths = runs.save_run(cfg, build_model(tiny_backbone(), None), val_df=df, val_labels=labels, val_probs=probs,
+                          thresholds=thresholds, metrics=table, train_labels=labels, tta=["identity", "flip"],
+                          inference_info={"folds": 3})
+    run = project / "models" / "r"
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "ensemble.json", "model.keras", "thresholds.json",
+                                                     "val_predictions.csv"]
+    info = json.loads((run / "ensemble.json").read_text())
+    assert info["tta"] == ["identity", "flip"] and info["folds"] == 3 and info["image_size"] == 32
+    assert info["base_rates"]["mask"] == pytest.approx(labels[:, 0].mean())
+    assert yaml.safe_load((run / "config.yaml").read_text())["image_size"] == 32
+    preds = pd.read_csv(run / "val_predictions.csv")
+    assert preds["distancing"].isna().sum() == 5 and np.allclose(preds["p_5k"], probs[:, 0] * probs[:, 1])
+    saved = runs.load_metrics("r")
+    assert saved.loc["5K", "f1"] == pytest.approx(table.loc["5K", "f1"]) and "f1_always_yes" in saved
+    both = runs.compare_runs({"r": saved, "not made": None})
+    assert list(both.columns.get_level_values(0).unique()) == ["r"]
+    assert paths["metrics"] == project / "reports" / "r" / "metrics.csv"
