@@ -25,11 +25,14 @@ install: $(STAMP) ## create .venv and install the kit and its dependencies
 demo: $(STAMP) ## synthetic data + every notebook through papermill on configs/demo.yaml
 	$(BIN)/fivek run --config $(CONFIG)
 
+# -n auto: one pytest-xdist worker per core; loadgroup keeps the smoke run's tests on one worker
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadgroup
+
 test: $(STAMP) ## the whole test suite (includes a papermill run of every notebook)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: $(STAMP) ## the tests without the slow notebook and training runs
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP) ## the benchmarks (progressive learning, prediction, input pipeline)
 	$(BIN)/fivek bench progressive
