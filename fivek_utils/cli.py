@@ -185,11 +185,11 @@ def _add_bench(sub) -> None:
     b = bench.add_parser("predict", help="the fold ensemble + TTA (one graph) vs a single model, images per second")
     b.add_argument("--data-dir")
     b.add_argument("--models", dest="models_dir", help="a run folder to time (default: random fold models)")
-    b.add_argument("--backbone", default="EfficientNetV2B0")
+    b.add_argument("--backbone", default="EfficientNetV2B0", help="of the random fold models ('tiny': a small CNN)")
     b.add_argument("--folds", type=int, default=5)
     b.add_argument("--image-size", type=int, default=96)
     b.add_argument("--batch-size", type=int, default=64)
-    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--repeats", type=int, default=5, help="timed runs of each, interleaved; the best counts")
     b.set_defaults(func=_bench("predict"))
 
     b = bench.add_parser("pipeline", help="tf.data input pipeline vs the model's consumption")

@@ -24,6 +24,23 @@ def test_mixed_mode_is_float16_on_gpus_only():
     assert bench._policy("mixed", "cpu") == "mixed_bfloat16"
 
 
+def test_predict_bench_times_both_on_one_decode_and_writes_what_it_printed(tmp_path, monkeypatch, capsys):
+    from fivek_utils.data.synth import generate_dataset
+
+    monkeypatch.setattr(bench, "BENCH_DIR", tmp_path / "bench")
+    root = tmp_path / "data"
+    generate_dataset(root, n_train=0, n_test=10, seed=0, progress=False)
+    (root / "public_test" / "images" / "3.jpg").write_bytes(b"not a jpeg")  # unreadable: not timed, not counted
+    result = bench.bench_predict(data_dir=str(root), backbone="tiny", folds=2, image_size=32, batch_size=4, repeats=2)
+    assert result["images"] == 9 and result["image_size"] == 32 and result["forward_passes_per_image"] == 4
+    ratio = result["single_images_per_second"] / result["ensemble_images_per_second"]
+    assert result["cost_ratio"] == pytest.approx(ratio, rel=0.02)
+    assert result["cost_ratio_per_pass"] == pytest.approx(result["cost_ratio"] / 4, abs=0.01)
+    assert set(result["cpu_seconds"]) == {"single", "ensemble"} and result["cpu_cost_ratio_per_pass"] > 0
+    assert json.loads((tmp_path / "bench" / "predict.json").read_text()) == result
+    assert "cost_ratio_per_pass" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_gpu_bench_runs_end_to_end_on_a_cpu_in_tiny_mode(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "BENCH_DIR", tmp_path)
@@ -42,4 +59,3 @@ def test_gpu_bench_runs_end_to_end_on_a_cpu_in_tiny_mode(tmp_path, monkeypatch):
     assert [e["image_size"] for e in learning["progressive"]["epochs"]] == [32, 48]
     written = json.loads((tmp_path / "gpu-tiny.json").read_text())
     assert written["throughput"] == result["throughput"] and "machine" in written
-    assert result["seconds"] < 120
