@@ -24,6 +24,7 @@ from fivek_utils.modeling import models
 from fivek_utils.modeling.pretrained import cache, convert, sources
 
 
+@pytest.mark.slow
 def test_found_in_weights_dir_then_cached(sm_b0, isolated, monkeypatch):
     x = fresh_batch(5)
     ref = load_savedmodel(sm_b0)(tf.constant(x), training=False).numpy()
@@ -74,6 +75,7 @@ def test_untrusted_cache_is_reconverted_when_the_savedmodel_is_there(sm_b0, conv
     assert convert.read_sidecar(path)["savedmodel"] == str(sm_b0.resolve())  # found through the Kaggle layout
 
 
+@pytest.mark.slow
 def test_converted_file_named_directly_keeps_its_rescaling(conv_b0_m11, tmp_path):
     path = copy_conversion(conv_b0_m11, tmp_path, "mine")
     assert convert.is_converted_backbone(path)

@@ -35,7 +35,7 @@ from fivek_utils.modeling.pretrained.standin import _layer_specs
         ("b3", "EfficientNetV2B3"),
         ("s", "EfficientNetV2S"),
         ("m", "EfficientNetV2M"),
-        ("l", "EfficientNetV2L"),
+        pytest.param("l", "EfficientNetV2L", marks=pytest.mark.slow),
     ],
 )
 def test_automl_layout_maps_onto_every_keras_variant(variant, backbone):
@@ -111,6 +111,7 @@ def test_convert_matches_savedmodel(request, fixture, transform, scale, offset):
     assert rel_error(mine, ref) < TOL
 
 
+@pytest.mark.slow
 def test_b1_checkpoint_refused_for_b0_backbone(sm_b1, tmp_path):
     out = tmp_path / "out" / "b0.weights.h5"
     with pytest.raises(sources.ConversionError) as err:
