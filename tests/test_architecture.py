@@ -114,3 +114,12 @@ def test_the_checker_sees_a_circle_and_an_upward_import(tmp_path, monkeypatch):
     assert imports("core.a", fake / "core" / "a.py") == {"data.b"} and layer("data.b") > layer("core.a")
     with pytest.raises(AssertionError, match="import circle: data.b -> data.c -> data.b"):
         test_no_import_circles()
+
+
+def test_every_name_the_package_exports_resolves():
+    """`fk.<name>` is looked up lazily, so a moved or renamed function would only fail when a
+    notebook first touches it: resolve every exported name and module here."""
+    import fivek_utils as fk
+
+    missing = [name for name in [*fk.__all__, *fk._MODULES] if not hasattr(fk, name)]
+    assert not missing, f"fivek_utils exports names that do not exist: {missing}"
