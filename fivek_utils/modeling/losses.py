@@ -30,3 +30,46 @@ class MaskedBinaryCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def log1mexp(a):
+    """log(1 - exp(a)) for a < 0, accurate at both ends (Maechler 2012): expm1 near 0, log1p far from it.
+
+    Each branch gets an input it is finite on, so the branch `where` does not pick cannot put a NaN
+    into the gradient.
+    """
+    ln2 = 0.6931471805599453
+    near = a > -ln2
+    a_near = keras.ops.where(near, a, -ln2)
+    a_far = keras.ops.where(near, -ln2, a)
+    return keras.ops.where(near, keras.ops.log(-keras.ops.expm1(a_near)), keras.ops.log1p(-keras.ops.exp(a_far)))
+
+
+@keras.saving.register_keras_serializable(package="fivek")
+class BagBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy of image labels on bags of face crops (multiple-instance learning).
+
+    `y_pred` holds one logit per crop, P(face masked) = sigmoid(logit); `y_true` holds per crop
+    [its image's mask label, its image's index within the batch]. An image has mask = 1 only if every
+    face in it is masked, so log P(image mask = 1) is the sum of its crops' log sigmoid (the product of
+    their probabilities, the AND), and the loss is -[y log P + (1 - y) log(1 - P)] averaged over the
+    images, computed in log space so a confident bag keeps its gradient. Images whose label is blank
+    (-1) give neither loss nor gradient.
+    """
+
+    def __init__(self, name: str = "bag_bce", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        logits = keras.ops.reshape(keras.ops.cast(y_pred, "float32"), (-1,))
+        y_true = keras.ops.cast(keras.ops.reshape(y_true, (-1, 2)), "float32")
+        bag = keras.ops.cast(y_true[:, 1], "int32")
+        n = keras.ops.shape(logits)[0]  # at most one bag per crop; empty bag slots are left out below
+        log_p = keras.ops.segment_sum(keras.ops.log_sigmoid(logits), bag, num_segments=n)
+        crops = keras.ops.segment_sum(keras.ops.ones_like(logits), bag, num_segments=n)
+        label = keras.ops.segment_sum(y_true[:, 0], bag, num_segments=n) / keras.ops.maximum(crops, 1.0)
+        known = keras.ops.cast((crops > 0) & (label >= 0), "float32")
+        target = keras.ops.where(label >= 0, label, keras.ops.zeros_like(label))
+        log_p = keras.ops.minimum(log_p, -1e-30)  # log P < 0; at exactly 0, log(1 - P) would be -inf
+        bce = -(target * log_p + (1.0 - target) * log1mexp(log_p))
+        return keras.ops.sum(bce * known) / keras.ops.maximum(keras.ops.sum(known), 1.0)

@@ -66,9 +66,17 @@ def build_model(
         if weights is not None:
             raise ModelConfigError(f"weights={weights!r}: load the weights of your own backbone {backbone.name} before passing it")
         return _with_heads(inputs, backbone(inputs), dropout, name or f"fivek_{backbone.name}")
+    features = backbone_features(inputs, backbone, weights)
+    model = _with_heads(inputs, features, dropout, name or f"fivek_{backbone.lower()}")
+    return load_head_weights(model, weights)
+
+
+def backbone_features(inputs, backbone: str, weights: str | None):
+    """The feature map of a `keras.applications` backbone on `inputs` (float pixels in [0, 255]),
+    with its weights resolved as `build_model` describes (a full model's own weights file is loaded
+    after the heads exist: `load_head_weights`). Shared by the image model and the face-crop model."""
     check_backbone(backbone)
     source = _classify_weights(weights)
-
     if source == "hub" or source == "savedmodel":
         if not is_v2(backbone):
             raise ModelConfigError(f"weights={weights!r} exist only for EfficientNetV2 backbones, not {backbone}")
@@ -77,12 +85,15 @@ def build_model(
         weights_file, scale, offset = resolve_pretrained(backbone, weights)
         base = build_backbone(backbone, include_preprocessing=False)
         base.load_weights(weights_file)
-        x = keras.layers.Rescaling(scale, offset, name="preprocess")(inputs)
-    else:
-        base = build_backbone(backbone, weights="imagenet" if source == "imagenet" else None)
-        x = inputs
-    model = _with_heads(inputs, base(x), dropout, name or f"fivek_{backbone.lower()}")
-    if source in ("keras_file", "weights_file"):
+        return base(keras.layers.Rescaling(scale, offset, name="preprocess")(inputs))
+    base = build_backbone(backbone, weights="imagenet" if source == "imagenet" else None)
+    return base(inputs)
+
+
+def load_head_weights(model: keras.Model, weights: str | None) -> keras.Model:
+    """Load `weights` into a built model when they are a `.keras` / `.weights.h5` file of a whole model
+    (or of its backbone); other weights were loaded into the backbone while building."""
+    if weights is not None and _classify_weights(weights) in ("keras_file", "weights_file"):
         load_model_weights(model, weights)
     return model
 

@@ -1,0 +1,95 @@
+"""A pretrained face detector for photos: MTCNN (the `mtcnn` package from PyPI, MIT licence; its P-,
+R- and O-Net weights ship inside the wheel, so it works offline), behind the same small interface
+as the synthetic data's `truth` detector (`data.faces.TruthDetector`): `name`, `settings`,
+`needs_pixels` and `detect(fname, image) -> list[Face]`.
+
+Photos are reduced before MTCNN builds its image pyramid, for speed and because of a limit of
+mtcnn 1.0.0: asked for a minimum face size above about 24 px, its pyramid shrinks the photo below
+P-Net's 12 px input and it reports no face at all. So the kit always runs MTCNN at its own minimum
+(20 px) on a copy reduced until the smallest face wanted is 20 px (and the longer side at most
+`max_side`), scales the boxes back and drops those below `min_face_size`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..core.config import ConfigError
+from ..data.faces import Face, TruthDetector
+
+MTCNN_MIN_FACE = 20  # the pyramid's smallest face, mtcnn's default
+LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+DETECTORS = ("mtcnn", "truth")
+
+
+class MTCNNDetector:
+    """MTCNN faces of at least `min_face_size` pixels (of the original photo) and `min_confidence`."""
+
+    name = "mtcnn"
+    needs_pixels = True
+
+    def __init__(self, min_face_size: int = 20, min_confidence: float = 0.9, max_side: int = 1024):
+        if min_face_size < 4:
+            raise ConfigError(f"face_min_size={min_face_size}: faces smaller than 4 px cannot be told apart")
+        if not 0.0 < min_confidence < 1.0:
+            raise ConfigError(f"face_min_confidence={min_confidence}: must be in (0, 1)")
+        try:
+            from mtcnn import MTCNN
+        except ImportError as exc:
+            raise ConfigError("the mtcnn face detector is not installed: pip install mtcnn (its weights come "
+                              "inside the wheel; it needs lz4 and joblib)") from exc
+        self.min_face_size, self.min_confidence, self.max_side = int(min_face_size), float(min_confidence), int(max_side)
+        self._mtcnn = MTCNN(stages="face_and_landmarks_detection", device=_device())
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        from importlib.metadata import version
+
+        return {"name": "mtcnn", "version": version("mtcnn"), "min_face_size": self.min_face_size,
+                "min_confidence": self.min_confidence, "max_side": self.max_side}
+
+    def scale_for(self, width: int, height: int) -> float:
+        """How much a photo is reduced (or enlarged) before detection."""
+        return min(self.max_side / max(width, height), MTCNN_MIN_FACE / self.min_face_size)
+
+    def detect(self, fname: str, image: Image.Image) -> list[Face]:
+        """Faces of one upright RGB photo, boxes in its pixels."""
+        scale = self.scale_for(image.width, image.height)
+        small = image if abs(scale - 1) < 1e-3 else image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR,
+            reducing_gap=2.0)
+        if min(small.size) < 2 * MTCNN_MIN_FACE:  # too small for a pyramid: nothing to find
+            return []
+        found = self._mtcnn.detect_faces(np.asarray(small), box_format="xyxy",
+                                         threshold_onet=min(0.8, self.min_confidence))
+        faces = []
+        for f in found or []:
+            x0, y0, x1, y1 = (float(v) / scale for v in f["box"])
+            if float(f["confidence"]) < self.min_confidence or (y1 - y0) < self.min_face_size:
+                continue
+            marks = {k: (float(v[0]) / scale, float(v[1]) / scale) for k, v in f.get("keypoints", {}).items() if k in LANDMARKS}
+            faces.append(Face((x0, y0, x1, y1), float(f["confidence"]), marks or None))
+        return faces
+
+
+def _device() -> str:
+    import tensorflow as tf
+
+    return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+
+
+def make_detector(name: str, *, scenes_path: str | os.PathLike | None = None, min_face_size: int = 20,
+                  min_confidence: float = 0.9, max_side: int = 1024):
+    """The detector a config names: "mtcnn" (photos) or "truth" (the synthetic generator's head boxes:
+    an oracle for where the faces are, synthetic data only; needs the split's scenes.jsonl)."""
+    if name == "mtcnn":
+        return MTCNNDetector(min_face_size, min_confidence, max_side)
+    if name == "truth":
+        if scenes_path is None:
+            raise ConfigError("the 'truth' detector needs the split's scenes.jsonl (synthetic data only)")
+        return TruthDetector(scenes_path)
+    raise ConfigError(f"face_detector={name!r}: choose one of {DETECTORS}")

@@ -1,0 +1,174 @@
+"""The face-crop mask model: P(this face is masked) from a small square crop, learned from the image
+labels alone by multiple-instance learning.
+
+No face carries a label; an image does: mask = 1 only if every face in it is masked. So each image is
+a bag of its face crops, its P(mask = 1) is the product of its faces' probabilities (the AND of
+independent faces), and the loss is the image label's cross-entropy on that product
+(`losses.BagBinaryCrossentropy`, in log space). One unmasked face in a bag of masked ones is enough
+to make the bag 0, and the gradient of a bag labelled 0 falls mostly on its least masked-looking
+face. Rows with a blank mask and images without a detected face do not train it.
+
+The face model itself (`build_face_model`) maps one crop to one logit; training batches whole bags
+(`BagBatches`) and the bag loss sums each image's crops, so bags of any size share a batch and no
+crop is padding.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+
+from ..data.crops import FaceCrops
+from .backbones import set_trainable
+from .losses import BagBinaryCrossentropy
+from .models import ScheduledDropout, backbone_features, load_head_weights
+
+FACE_OUTPUT = "face_logit"
+
+
+def build_face_model(backbone: str | keras.Model = "EfficientNetV2B0", weights: str | None = None,
+                     dropout: float = 0.2, *, name: str | None = None) -> keras.Model:
+    """A crop (float pixels in [0, 255], any square size) -> the logit of P(face masked).
+
+    `backbone` and `weights` take what `build_model` takes (a keras.applications name with None,
+    "imagenet", "imagenet21k", ... or a headless keras.Model of your own).
+    """
+    inputs = keras.Input((None, None, 3), name="crop")
+    if isinstance(backbone, keras.Model):
+        features, label = backbone(inputs), backbone.name
+    else:
+        features, label = backbone_features(inputs, backbone, weights), backbone.lower()
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    x = ScheduledDropout(dropout, name="head_dropout")(x)
+    logit = keras.layers.Dense(1, name=FACE_OUTPUT, dtype="float32")(x)  # float32: stable under mixed precision
+    model = keras.Model(inputs, logit, name=name or f"fivek_face_{label}")
+    return load_head_weights(model, weights) if isinstance(backbone, str) else model
+
+
+def bag_model(face_model: keras.Model, *, flip: bool = True, shift: float = 0.06) -> keras.Model:
+    """The training wrapper: random flips and small shifts of every crop (training only; the face
+    model itself has no augmentation), then the face model's logit per crop."""
+    crops = keras.Input((None, None, 3), name="crops")
+    x = crops
+    if flip:
+        x = keras.layers.RandomFlip("horizontal", name="aug_flip")(x)
+    if shift:
+        x = keras.layers.RandomTranslation(shift, shift, fill_mode="nearest", name="aug_shift")(x)
+    return keras.Model(crops, face_model(x), name="fivek_face_bags")
+
+
+class BagBatches(keras.utils.PyDataset):
+    """Training batches of whole bags: the images with a known mask label and at least one crop, about
+    `crops_per_batch` crops a batch, each crop with [its image's label, its image's index in the
+    batch] as the target (what `BagBinaryCrossentropy` reads). Reshuffled every epoch (seeded)."""
+
+    def __init__(self, crops: FaceCrops, labels: np.ndarray, crops_per_batch: int = 64, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.crops, self.rng = crops, np.random.default_rng(seed)
+        self.labels = np.asarray(labels, dtype="float32")
+        starts = np.concatenate([[0], np.cumsum(crops.counts)])
+        self.usable = np.flatnonzero((self.labels >= 0) & (crops.counts > 0))
+        self.members = {int(r): np.arange(starts[r], starts[r + 1]) for r in self.usable}
+        self.n_bags = len(self.usable)
+        self.n_batches = max(1, round(crops.counts[self.usable].sum() / crops_per_batch)) if self.n_bags else 0
+        self._plan()
+
+    def _plan(self) -> None:
+        order = self.usable[self.rng.permutation(self.n_bags)]
+        self.plan = np.array_split(order, self.n_batches) if self.n_bags else []
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int):
+        rows = self.plan[i]
+        index = np.concatenate([self.members[int(r)] for r in rows])
+        bag = np.repeat(np.arange(len(rows)), [len(self.members[int(r)]) for r in rows])
+        target = np.stack([self.labels[rows][bag], bag.astype("float32")], axis=1)
+        return self.crops.crops[index].astype("float32"), target
+
+    def on_epoch_end(self) -> None:
+        self._plan()
+
+
+# --- prediction -------------------------------------------------------------------------------
+def predict_faces(face_model: keras.Model | list[keras.Model], crops: np.ndarray, *, flip: bool = True,
+                  batch_size: int = 256) -> np.ndarray:
+    """P(face masked) per crop, averaged over the models given and (with `flip`) the mirrored crop."""
+    models = face_model if isinstance(face_model, list) else [face_model]
+    if not len(crops):
+        return np.zeros(0)
+    views = [crops, crops[:, :, ::-1]] if flip else [crops]
+    probs = [1 / (1 + np.exp(-np.asarray(m.predict(v.astype("float32"), batch_size=batch_size, verbose=0)).reshape(-1)))
+             for m in models for v in views]
+    return np.mean(probs, axis=0)
+
+
+def bag_probabilities(face_probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """P(image mask = 1) per image: the product of its faces' probabilities (crops in image order,
+    `counts` per image); NaN for an image without a face."""
+    counts = np.asarray(counts, dtype=int)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    log_p = np.bincount(owner, weights=np.log(np.clip(face_probs, 1e-12, 1.0)), minlength=len(counts))
+    return np.where(counts > 0, np.exp(log_p), np.nan)
+
+
+# --- training -----------------------------------------------------------------------------------
+class BagValidation(keras.callbacks.Callback):
+    """Adds the validation bags' mask AUC (beside chance, 0.5) and loss to every epoch's log."""
+
+    def __init__(self, face_model: keras.Model, crops: FaceCrops, labels: np.ndarray):
+        super().__init__()
+        self.face_model, self.crops, self.labels = face_model, crops, np.asarray(labels)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from sklearn.metrics import roc_auc_score
+
+        p = bag_probabilities(predict_faces(self.face_model, self.crops.crops, flip=False), self.crops.counts)
+        known = (self.labels >= 0) & np.isfinite(p)
+        y = self.labels[known]
+        if logs is not None and len(np.unique(y)) == 2:
+            logs["val_auc_mask"] = float(roc_auc_score(y, p[known]))
+            q = np.clip(p[known], 1e-7, 1 - 1e-7)
+            logs["val_loss"] = float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def train_face_model(
+    face_model: keras.Model,
+    crops: FaceCrops,
+    labels: np.ndarray,
+    *,
+    epochs: int = 6,
+    lr: float = 2e-3,
+    crops_per_batch: int = 64,
+    weight_decay: float = 1e-5,
+    warmup_epochs: float = 1.0,
+    freeze_batchnorm: bool = False,
+    seed: int = 0,
+    val: tuple[FaceCrops, np.ndarray] | None = None,
+    verbose: int = 2,
+) -> pd.DataFrame:
+    """Train `face_model` on the bags of `crops` (one per image) against the images' mask labels
+    (-1 = blank: not used). The whole backbone trains (BatchNorm frozen when `freeze_batchnorm`, right
+    for pretrained weights), AdamW with warm-up and cosine decay. Returns the per-epoch log, with the
+    validation bags' mask AUC when `val` is given."""
+    from .training import make_optimizer, warmup_cosine
+
+    data = BagBatches(crops, labels, crops_per_batch, seed)
+    if data.n_bags == 0:
+        raise ValueError("no image has both a known mask label and a face crop: nothing to train the face model on")
+    set_trainable(face_model, -1, freeze_batchnorm=freeze_batchnorm)
+    model = bag_model(face_model)
+    steps = len(data) * epochs
+    schedule = warmup_cosine(lr, steps, round(warmup_epochs * len(data)))
+    model.compile(optimizer=make_optimizer(schedule, weight_decay), loss=BagBinaryCrossentropy())
+    callbacks = [BagValidation(face_model, *val)] if val is not None else []
+    t0 = time.time()
+    history = model.fit(data, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    log = pd.DataFrame(history.history)
+    log.insert(0, "epoch", np.arange(1, len(log) + 1))
+    log["seconds"] = (time.time() - t0) / max(len(log), 1)
+    return log

@@ -1,0 +1,80 @@
+"""The stack: a logistic regression per head fitted on out-of-fold rows only, the image model's answer
+where an image has no face, JSON that loads back to the same answers, and guards that catch a hold-out
+used for fitting."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from fivek_utils.data.people import PEOPLE_FEATURES
+from fivek_utils.modeling.stacker import LeakageError, Stacker, cross_val_stack, fit_stacker, stack_features
+
+
+def toy(n=400, seed=0):
+    """Rows whose mask is told by the face model and distancing by the gaps; the image model is weak."""
+    rng = np.random.default_rng(seed)
+    mask, dist = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    image = np.clip(np.stack([0.5 + 0.1 * (mask - 0.5) + rng.normal(0, 0.2, n),
+                              0.5 + 0.1 * (dist - 0.5) + rng.normal(0, 0.2, n)], 1), 0.01, 0.99)
+    face = np.clip(0.2 + 0.6 * mask + rng.normal(0, 0.1, n), 0.01, 0.99)
+    faces = rng.integers(1, 4, n).astype(float)
+    people = pd.DataFrame({"faces": faces, "single": (faces == 1).astype(float), "face_min": rng.uniform(0.1, 0.3, n),
+                           "face_max": rng.uniform(0.3, 0.5, n), "gap_min": np.where(dist == 1, 4.0, 1.5) + rng.normal(0, 0.3, n),
+                           "gap_median": rng.uniform(1, 6, n), "size_ratio_max": rng.uniform(1, 1.5, n)})
+    face[:20] = np.nan  # 20 images without a detected face
+    people.loc[:19, list(PEOPLE_FEATURES)] = np.nan
+    people.loc[:19, "faces"] = 0.0
+    labels = np.stack([mask, dist], 1).astype(float)
+    labels[rng.random(n) < 0.2, 0] = -1  # blanks
+    return stack_features(image, face, people), labels, image, np.array([str(i) for i in range(n)]), np.arange(n) % 4
+
+
+def test_the_stack_reads_the_face_model_and_the_gaps():
+    X, labels, image, ids, folds = toy()
+    stacked = cross_val_stack(X, labels, ids, folds, image)
+    for i in (0, 1):
+        known = labels[:, i] >= 0
+        auc_stack = roc_auc_score(labels[known, i], stacked[known, i])
+        auc_image = roc_auc_score(labels[known, i], image[known, i])
+        assert auc_stack > 0.95 > auc_image + 0.2, (i, auc_stack, auc_image)
+    assert np.array_equal(stacked[:20], image[:20])  # no face: the image model's answer
+
+
+def test_hold_out_rows_cannot_fit_the_stacker():
+    X, labels, image, ids, folds = toy()
+    with_holdout = folds.copy()
+    with_holdout[-30:] = -1  # hold-out rows sneaked into the fit
+    with pytest.raises(LeakageError, match="hold-out"):
+        fit_stacker(X, labels, ids, with_holdout)
+
+
+def test_scoring_rows_it_was_fitted_on_is_caught():
+    X, labels, image, ids, folds = toy()
+    stacker = fit_stacker(X[:300], labels[:300], ids[:300], folds[:300])
+    stacker.predict(X[300:], image[300:], ids[300:], unseen=True)  # a true hold-out: fine
+    with pytest.raises(LeakageError, match="used to fit"):
+        stacker.predict(X[250:], image[250:], ids[250:], unseen=True)  # 50 of these rows fitted it
+
+
+def test_json_round_trip_gives_the_same_answers():
+    X, labels, image, ids, folds = toy()
+    stacker = fit_stacker(X, labels, ids, folds)
+    loaded = Stacker.from_json(json.loads(json.dumps(stacker.to_json())))
+    assert np.allclose(loaded.predict(X, image), stacker.predict(X, image))
+    assert loaded.fitted_ids == stacker.fitted_ids and len(stacker.fitted_ids) == 380  # rows with faces
+    assert set(stacker.coefficients().columns) == {"mask", "distancing"}
+
+
+def test_a_head_with_one_class_keeps_the_image_model():
+    X, labels, image, ids, folds = toy()
+    labels[:, 1] = np.where(labels[:, 1] >= 0, 1.0, -1.0)  # distancing always 1
+    stacker = fit_stacker(X, labels, ids, folds)
+    assert stacker.heads["distancing"] is None
+    out = stacker.predict(X, image)
+    assert np.array_equal(out[:, 1], image[:, 1]) and not np.array_equal(out[:, 0], image[:, 0])
+    assert Stacker.from_json(stacker.to_json()).heads["distancing"] is None
