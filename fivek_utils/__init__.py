@@ -66,6 +66,14 @@ _EXPORTS = {
     "prediction_table": "workflows.error_analysis", "confident_mistakes": "workflows.error_analysis",
     "read_scenes": "workflows.error_analysis", "error_breakdown": "workflows.error_analysis",
     "plot_error_breakdown": "workflows.error_analysis", "plot_mistakes": "workflows.error_analysis",
+    "detect_dataset": "workflows.faces", "faces_table": "workflows.faces", "plot_faces": "workflows.faces",
+    "plot_face_counts": "workflows.faces",
+    "face_data": "workflows.face_kfold", "run_face_kfold": "workflows.face_kfold",
+    "stack_kfold": "workflows.stacking", "stack_gain_table": "workflows.stacking", "save_stack": "workflows.stacking",
+    "load_stack": "workflows.stacking",
+    "build_face_model": "modeling.face_model", "train_face_model": "modeling.face_model",
+    "predict_faces": "modeling.face_model", "bag_probabilities": "modeling.face_model",
+    "people_features": "data.people", "extract_crops": "data.crops",
     # platform
     "setup_accelerator": "platform.accel", "Accelerator": "platform.accel",
 }

@@ -3,6 +3,7 @@ command calls one function of the package with keyword arguments.
 
     fivek synth --out DIR                 write the synthetic 5K dataset (official layout)
     fivek describe DIR                    JSON summary of a dataset
+    fivek faces DIR                       find (and cache) the faces of a split, summarise them
     fivek run --config configs/demo.yaml  run the notebooks with papermill
     fivek predict / check-submission      inference and submission checks
     fivek weights {convert,table,standin} ImageNet-21k weights
@@ -51,6 +52,15 @@ def _cmd_describe(args) -> int:
     from .data.describe import describe_dataset
 
     print(json.dumps(describe_dataset(args.dir, duplicates=not args.no_duplicates, progress=not args.quiet), indent=2))
+    return 0
+
+
+def _cmd_faces(args) -> int:
+    from .workflows.faces import detect_dataset, summarise
+
+    found = detect_dataset(args.dir, args.split, args.detector, min_face_size=args.min_face_size,
+                           min_confidence=args.min_confidence, progress=not args.quiet)
+    print(json.dumps(summarise(found), indent=2))
     return 0
 
 
@@ -237,6 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-duplicates", action="store_true", help="skip perceptual hashing")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_describe)
+
+    p = sub.add_parser("faces", help="find the faces of a split once (cached in data/interim/faces/) and summarise them",
+                       description="Faces per image, images with none (and unreadable ones), face sizes. mtcnn: a "
+                                   "pretrained face detector for photos (weights inside its wheel). truth: the synthetic "
+                                   "generator's head boxes from scenes.jsonl, an oracle for where the faces are (synthetic "
+                                   "data only; MTCNN finds almost none of its cartoon faces).")
+    p.add_argument("dir", help="dataset root in the official layout")
+    p.add_argument("--split", default="train", help="train, public_test or private_test (default train)")
+    p.add_argument("--detector", default="mtcnn", choices=["mtcnn", "truth"])
+    p.add_argument("--min-face-size", type=int, default=20, help="mtcnn: smallest face, pixels of the original photo")
+    p.add_argument("--min-confidence", type=float, default=0.9, help="mtcnn: lowest confidence kept")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_faces)
 
     p = sub.add_parser("run", help="run the numbered notebooks with papermill")
     p.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/demo.yaml")

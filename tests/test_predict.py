@@ -58,3 +58,65 @@ def test_a_test_folder_needs_images_and_one_meta_file(tmp_path):
     (tmp_path / "b_meta.csv").write_text("image_id,fname\n1,1.jpg\n")
     with pytest.raises(FileNotFoundError, match="a_meta.csv"):
         read_test_folder(tmp_path)
+
+
+# --- a run folder with notebook 05's face stage --------------------------------------------------
+@pytest.fixture
+def stacked_run(tmp_path):
+    """Two tiny fold models with their face models, a stacker fitted on random rows, and a synthetic test
+    folder (truth boxes) with one broken and one missing image."""
+    from fivek_utils.data.synth import generate_dataset
+    from fivek_utils.modeling.face_model import build_face_model
+    from fivek_utils.modeling.stacker import STACK_FEATURES, fit_stacker
+
+    run = tmp_path / "models" / "05-kfold"
+    for k in range(2):
+        (run / f"fold{k}").mkdir(parents=True)
+        build_model(tiny_backbone(seed=k), None).save(run / f"fold{k}" / "model.keras")
+        build_face_model(tiny_backbone(width=8, seed=k)).save(run / f"fold{k}" / "face_model.keras")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(60, len(STACK_FEATURES))), columns=list(STACK_FEATURES))
+    stacker = fit_stacker(X, rng.integers(0, 2, (60, 2)).astype(float), [str(i) for i in range(60)], np.arange(60) % 2)
+    thresholds = {"mask": 0.5, "distancing": 0.5, "5k_mask": 0.4, "5k_distancing": 0.45, "f1_5K": 0.7}
+    (run / "stack.json").write_text(json.dumps({
+        "stacker": stacker.to_json(), "detector": {"name": "truth"}, "thresholds": {"stack": thresholds},
+        "face": {"face_crop_size": 32, "face_margin": 1.3, "face_max_per_image": 12}}))
+    (run / "thresholds.json").write_text(json.dumps(thresholds))
+    (run / "config.yaml").write_text("image_size: 32\nbackbone: tiny\nface_stage: true\n")
+    (run / "ensemble.json").write_text(json.dumps({"image_size": 32, "tta": ["identity", "flip"], "face_stage": True,
+                                                   "base_rates": {"mask": 0.7, "distancing": 0.6}, "fallback_5k": 0}))
+    data = tmp_path / "synth"
+    generate_dataset(data, n_train=1, n_test=6, seed=2, profile="closeup", workers=1, progress=False)
+    test = data / "public_test"
+    (test / "images" / "3.jpg").write_bytes(b"broken")
+    (test / "images" / "5.jpg").unlink()
+    return run, test
+
+
+def test_fivek_predict_uses_the_runs_stack(stacked_run, tmp_path):
+    from conftest import run_fivek
+
+    run, test = stacked_run
+    out = tmp_path / "result" / "submission.csv"
+    env = {**__import__("os").environ, "FIVEK_ROOT": str(tmp_path)}
+    done = run_fivek("predict", "--models", str(run), "--test-dir", str(test), "--out", str(out), "--quiet", env=env)
+    summary = json.loads(done.stdout)
+    meta = pd.read_csv(test / "public_test_meta.csv")
+    assert summary["rows"] == len(meta) == 6 and summary["fallback_rows"] == 2  # every row answered
+    faces = summary["face_stage"]
+    assert faces["detector"] == "truth" and faces["rows_answered_by_the_stack"] == 4
+    assert faces["rows_without_a_face_answered_by_the_image_model"] == 0
+    probs = pd.read_csv(out.with_name("submission_probs.csv"))
+    assert {"p_image_mask", "p_image_distancing", "p_mask", "p_distancing"} <= set(probs.columns)
+    readable = ~probs["fallback"]
+    assert not np.allclose(probs.loc[readable, "p_mask"], probs.loc[readable, "p_image_mask"])  # the stack answered
+    assert (probs.loc[~readable, "p_mask"] == 0.7).all()  # unreadable images: the base rates, as without a stack
+    record = yaml.safe_load(out.with_name("submission_config.yaml").read_text())
+    assert record["face_stage"]["faces"] > 0 and record["thresholds"]["5k_mask"] == 0.4
+
+
+def test_predicting_real_photos_with_a_truth_run_says_why_it_cannot(stacked_run, tmp_path):
+    run, test = stacked_run
+    (test / "scenes.jsonl").unlink()  # what real photos look like to the run: no generator's boxes
+    with pytest.raises(FileNotFoundError, match="face_detector='mtcnn'"):
+        predict_submission(load_ensemble(run), test, tmp_path / "s.csv", progress=False)

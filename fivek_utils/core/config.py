@@ -109,6 +109,20 @@ class Config:
     fold_recipe: str = "two_phase"  # or "progressive"
     tta: list[str] = field(default_factory=lambda: ["identity", "flip"])
     test_split: str = "public_test"
+    # faces first (notebooks 05-06): a face detector, a face-crop mask model learned from the image labels
+    # (multiple-instance learning), and a stack of it, the image model and the people features
+    face_stage: bool = False
+    face_detector: str = "mtcnn"  # "mtcnn" (photos) or "truth" (the generator's head boxes: synthetic data only)
+    face_min_size: int = 20  # smallest face the detector reports, pixels of the original photo
+    face_min_confidence: float = 0.9  # mtcnn: lowest confidence kept
+    face_margin: float = 1.3  # a crop is this many times the face box's longer side
+    face_crop_size: int = 48  # crops are resized to this side
+    face_max_per_image: int = 12  # largest faces kept per image (crowds beyond that are rare)
+    face_backbone: str = "EfficientNetV2B0"
+    face_weights: str | None = None  # as `weights`
+    face_epochs: int = 6
+    face_lr: float = 2e-3
+    face_batch_size: int = 64  # face crops per training step
     # hardware
     strategy: str = "auto"  # auto, default, mirrored, tpu
     mixed_precision: str = "auto"  # auto, off, mixed_float16, mixed_bfloat16
@@ -134,8 +148,18 @@ class Config:
             raise ConfigError(f"fold_recipe={self.fold_recipe!r}: use 'two_phase' or 'progressive'")
         if isinstance(self.tta, str):
             self.tta = [t.strip() for t in self.tta.split(",") if t.strip()]
-        if self.weights in ("", "none", "None", "null"):
-            self.weights = None
+        for name in ("weights", "face_weights"):
+            if getattr(self, name) in ("", "none", "None", "null"):
+                setattr(self, name, None)
+        if self.face_detector not in ("mtcnn", "truth"):
+            raise ConfigError(f"face_detector={self.face_detector!r}: use 'mtcnn' (photos) or 'truth' "
+                              "(the synthetic generator's head boxes)")
+        if self.face_crop_size < 32:
+            raise ConfigError(f"face_crop_size={self.face_crop_size}: EfficientNets need at least 32 pixels")
+        if self.face_margin < 1.0:
+            raise ConfigError(f"face_margin={self.face_margin}: a crop must hold the whole face box (margin >= 1)")
+        if self.face_max_per_image < 1:
+            raise ConfigError(f"face_max_per_image={self.face_max_per_image}: must be at least 1")
 
     # --- construction -------------------------------------------------------------
     @classmethod

@@ -138,7 +138,7 @@ ENSEMBLE_FILE = "ensemble.keras"
 def save_ensemble(models_dir: str | os.PathLike, tta) -> Path:
     """Write the run's models and TTA as one graph, `ensemble.keras`, beside them (atomically)."""
     d = Path(models_dir)
-    models = [_load_keras(p) for p in find_models(d)]
+    models = [load_keras_file(p) for p in find_models(d)]
     return save_keras(ensemble_graph(models, tta), d / ENSEMBLE_FILE)
 
 
@@ -159,20 +159,20 @@ def load_ensemble(models_dir: str | os.PathLike) -> Ensemble:
     tta = check_tta(info["tta"])
     graphs = {}
     if (d / ENSEMBLE_FILE).exists():
-        graph = _load_keras(d / ENSEMBLE_FILE)
+        graph = load_keras_file(d / ENSEMBLE_FILE)
         members = [layer for layer in graph.layers if isinstance(layer, keras.Model)]
         if len(members) != len(paths):
             raise ConfigError(f"{d / ENSEMBLE_FILE} holds {len(members)} model(s) but the run has {len(paths)}: "
                               "re-run notebook 05's Save step")
         graphs[tuple(tta)] = graph
     else:
-        members = [_load_keras(p) for p in paths]
+        members = [load_keras_file(p) for p in paths]
     names = [p.parent.name if p.parent != d else d.name for p in paths]
     return Ensemble(members, names, thresholds, int(info["image_size"]), info["base_rates"], d, tta,
                     int(info["fallback_5k"]), graphs)
 
 
-def _load_keras(path: Path) -> keras.Model:
+def load_keras_file(path: Path) -> keras.Model:
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras says "File not found" for a corrupt archive
@@ -226,8 +226,14 @@ def predict_split(
     failed = {meta["fname"].iloc[i]: msg for i, msg in decoded.errors.items()}
     if failed:
         warnings.warn(f"{len(failed)} test image(s) unreadable, given the fallback prediction: {sorted(failed)[:5]}", stacklevel=2)
+    return TestPrediction(answer_frame(ensemble, meta, probs, fallback), failed, time.perf_counter() - t0)
+
+
+def answer_frame(ensemble: Ensemble, meta: pd.DataFrame, probs: np.ndarray, fallback: np.ndarray) -> pd.DataFrame:
+    """image_id, fname, the probabilities and the 5K answer at the run's thresholds; `fallback` rows
+    (unreadable images) get the run's fallback answer."""
     t = ensemble.thresholds
-    frame = pd.DataFrame({
+    return pd.DataFrame({
         "image_id": meta["image_id"].to_numpy(),
         "fname": meta["fname"].to_numpy(),
         "p_mask": probs[:, 0],
@@ -236,4 +242,3 @@ def predict_split(
         "5K": np.where(fallback, ensemble.fallback_5k, decide_5k(probs[:, 0], probs[:, 1], t.get("5k_mask", 0.5), t.get("5k_distancing", 0.5))),
         "fallback": fallback,
     })
-    return TestPrediction(frame, failed, time.perf_counter() - t0)

@@ -154,26 +154,31 @@ def load_training_data(cfg: Config, size: int | None = None, *, progress: bool =
 
 # --- resumable fitting -------------------------------------------------------------------------
 # settings that may differ when a run is resumed (hardware, naming, inference only)
-_NOT_IN_RUN_KEY = {"run_name", "strategy", "mixed_precision", "jit_compile", "num_workers", "tta", "test_split", "data_dir"}
+# and the face stage's settings (the face models keep a run key of their own)
+_NOT_IN_RUN_KEY = {"run_name", "strategy", "mixed_precision", "jit_compile", "num_workers", "tta", "test_split", "data_dir",
+                   *(name for name in Config.field_names() if name.startswith("face_"))}
 
 
 def _ids_digest(df: pd.DataFrame) -> str:
     return hashlib.sha1("\n".join(map(str, df["image_id"])).encode()).hexdigest()[:16]
 
 
-def check_run_key(run_dir: Path, cfg: Config, train: TrainingData, val: TrainingData, **extra) -> None:
+def check_run_key(run_dir: Path, cfg: Config, train: TrainingData, val: TrainingData, *, key_file: str = "run_key.json",
+                  settings: dict | None = None, **extra) -> None:
     """Refuse to resume a run folder that other settings or other rows made.
 
-    The first call writes `run_key.json` (the settings and a digest of the training and
-    validation image ids); later calls must match it, so a changed notebook parameter never
-    silently reuses finished phases or a stale best checkpoint.
+    The first call writes `key_file` (the settings and a digest of the training and validation
+    image ids); later calls must match it, so a changed notebook parameter never silently reuses
+    finished phases or a stale best checkpoint. `settings` replaces the image model's settings
+    (the face models keep their own key, `face_run_key.json`).
     """
+    config = settings if settings is not None else {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_RUN_KEY}
     key = {
-        "config": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_RUN_KEY},
+        "config": json.loads(json.dumps(config, default=str)),
         "train_ids": _ids_digest(train.df), "val_ids": _ids_digest(val.df),
         **json.loads(json.dumps(extra, default=str)),
     }
-    path = Path(run_dir) / "run_key.json"
+    path = Path(run_dir) / key_file
     if not path.exists():
         atomic_write_json(path, key)
         return

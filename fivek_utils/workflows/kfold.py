@@ -148,10 +148,15 @@ def fold_spread(labels: np.ndarray, probs: np.ndarray, folds: np.ndarray, thresh
     return pd.concat([table, table.agg(["mean", "std"])])
 
 
-def _scores(labels, probs, thresholds) -> dict:
+def score_row(labels, probs, thresholds) -> dict:
+    """One row of a gains table: per target the F1 beside the always-"yes" F1 of the same rows, and the
+    AUC (chance: 0.5)."""
     t = evaluate(labels, probs, thresholds)
-    return {"F1 5K": t.loc["5K", "f1"], "always-yes F1 5K": t.loc["5K", "f1_always_yes"], "AUC 5K": t.loc["5K", "auc"],
-            "F1 mask": t.loc["mask", "f1"], "F1 distancing": t.loc["distancing", "f1"]}
+    out = {}
+    for target in ("5K", *HEADS):
+        out |= {f"F1 {target}": t.loc[target, "f1"], f"always-yes F1 {target}": t.loc[target, "f1_always_yes"],
+                f"AUC {target}": t.loc[target, "auc"]}
+    return out
 
 
 def gain_table(result: KFoldResult, labels: np.ndarray, holdout_labels: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
@@ -165,14 +170,14 @@ def gain_table(result: KFoldResult, labels: np.ndarray, holdout_labels: np.ndarr
     ident = result.tta.index("identity") if "identity" in result.tta else 0
     variants = {"no TTA": result.oof[:, ident], "TTA": result.oof.mean(axis=1)}
     thresholds = {name: tune_thresholds(labels, p) for name, p in variants.items()}
-    rows = {f"OOF: single model, {name}": _scores(labels, p, thresholds[name]) for name, p in variants.items()}
+    rows = {f"OOF: single model, {name}": score_row(labels, p, thresholds[name]) for name, p in variants.items()}
     if result.holdout is not None and holdout_labels is not None:
         single = {"no TTA": result.holdout[:, ident], "TTA": result.holdout.mean(axis=1)}  # (k, H, 2)
         for name, per_fold in single.items():
-            scores = pd.DataFrame([_scores(holdout_labels, p, thresholds[name]) for p in per_fold])
+            scores = pd.DataFrame([score_row(holdout_labels, p, thresholds[name]) for p in per_fold])
             rows[f"hold-out: single fold model, {name} (mean of {len(per_fold)})"] = scores.mean().to_dict()
         for name, per_fold in single.items():
-            rows[f"hold-out: {len(per_fold)}-fold ensemble, {name}"] = _scores(holdout_labels, per_fold.mean(axis=0), thresholds[name])
+            rows[f"hold-out: {len(per_fold)}-fold ensemble, {name}"] = score_row(holdout_labels, per_fold.mean(axis=0), thresholds[name])
     return pd.DataFrame(rows).T, thresholds
 
 
@@ -222,16 +227,29 @@ def kfold_data(cfg: Config, holdout_fraction: float = 0.0, *, progress: bool = T
 
 
 def save_kfold(cfg: Config, split: KFoldData, result: KFoldResult, thresholds: dict, metrics: pd.DataFrame,
-               gains: pd.DataFrame) -> dict[str, Path]:
+               gains: pd.DataFrame, *, probs: np.ndarray | None = None, columns: dict | None = None) -> dict[str, Path]:
     """Everything notebook 06 and `fivek predict` need, written once: the run's config, thresholds,
     ensemble.json (image size, TTA, folds, fallback), the OOF predictions and metrics, the gains,
-    and the fold models with their TTA as one graph (`ensemble.keras`)."""
-    oof_probs = result.oof.mean(axis=1)
+    and the fold models with their TTA as one graph (`ensemble.keras`).
+
+    `probs` are the run's final OOF probabilities (default: the image models' with TTA; with the face
+    stage, the stack's, whose stack.json `workflows.stacking.save_stack` writes), `columns` more OOF
+    columns for oof.csv. Without the face stage a stack.json left by an earlier run is removed, so
+    prediction cannot pick up a stack these models were not tuned with."""
+    oof_probs = result.oof.mean(axis=1) if probs is None else probs
     paths = save_run(cfg, None, val_df=split.cv.df, val_labels=split.cv.labels, val_probs=oof_probs,
                      thresholds=thresholds, metrics=metrics, train_labels=split.cv.labels, image_size=train_size(cfg),
-                     tta=result.tta, inference_info={"folds": int(result.folds.max()) + 1, "recipe": cfg.fold_recipe},
+                     tta=result.tta, inference_info={"folds": int(result.folds.max()) + 1, "recipe": cfg.fold_recipe,
+                                                     "face_stage": bool(cfg.face_stage)},
                      extra={"gains": gains.reset_index().to_dict("records"), "fold_seconds": result.seconds})
-    paths["oof"] = atomic_write_csv(cfg.run_dir / "oof.csv", oof_frame(split.cv, result))
+    frame = oof_frame(split.cv, result)
+    for name, values in (columns or {}).items():
+        frame[name] = values
+    paths["oof"] = atomic_write_csv(cfg.run_dir / "oof.csv", frame)
+    stale = cfg.run_dir / "stack.json"
+    if not cfg.face_stage and stale.exists():
+        stale.unlink()
+        print(f"removed {stale}: this run has no face stage")
     paths["gains"] = atomic_write_csv(cfg.report_dir / "gains.csv", gains.reset_index(names="variant"))
     paths["ensemble_graph"] = save_ensemble(cfg.run_dir, result.tta)
     return paths

@@ -12,6 +12,7 @@ For a test folder (``images/`` and its ``*_meta.csv``, whatever the folder is ca
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +21,8 @@ import yaml
 from ..core.io import atomic_write_text
 from ..data.meta import DataValidationError, read_meta
 from ..data.submission import check_submission, write_submission
-from ..modeling.inference import Ensemble, predict_split
+from ..modeling.inference import Ensemble, answer_frame, predict_split
+from .stacking import has_stack, load_stack, predict_stack
 
 
 def read_test_folder(test_dir: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
@@ -42,15 +44,32 @@ def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str
     probabilities and its record; return the checked summary (rows, positives, fallback rows, speed)."""
     meta, meta_path = read_test_folder(test_dir)
     tta = list(tta or ensemble.tta)
+    t0 = time.perf_counter()
     pred = predict_split(ensemble, meta, tta=tta, batch_size=batch_size, progress=progress)
-    out = write_submission(pred.frame, out, probabilities=probabilities)
+    frame, faces = pred.frame, None
+    if has_stack(ensemble.source):  # notebook 05's face stage: faces found, cropped, stacked with the image model
+        frame, faces = stacked_frame(ensemble, meta, pred, test_dir, progress=progress)
+    seconds = time.perf_counter() - t0
+    out = write_submission(frame, out, probabilities=probabilities)
     config_yaml = ensemble.source / "config.yaml"
     record = {
         "models_run": str(ensemble.source), "models": ensemble.names, "image_size": ensemble.image_size, "tta": tta,
         "thresholds": ensemble.thresholds, "fallback_rows": sorted(pred.failed), "test_dir": str(Path(test_dir)),
-        "run_config": yaml.safe_load(config_yaml.read_text()) if config_yaml.exists() else None,
+        "face_stage": faces, "run_config": yaml.safe_load(config_yaml.read_text()) if config_yaml.exists() else None,
     }
     record_path = atomic_write_text(out.with_name(f"{out.stem}_config.yaml"), yaml.safe_dump(record, sort_keys=False))
     return {**check_submission(out, meta_path), "record": str(record_path), "models": len(ensemble.models), "tta": tta,
-            "fallback_rows": len(pred.failed), "seconds": round(pred.seconds, 1),
-            "images_per_second": round(len(meta) / max(pred.seconds, 1e-9), 1)}
+            "fallback_rows": len(pred.failed), **({"face_stage": faces} if faces else {}), "seconds": round(seconds, 1),
+            "images_per_second": round(len(meta) / max(seconds, 1e-9), 1)}
+
+
+def stacked_frame(ensemble: Ensemble, meta: pd.DataFrame, pred, test_dir, *, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """The image model's answers replaced by the run's stack (image model, face models, people features);
+    the image model's probabilities stay beside them (`p_image_*`), unreadable rows keep the fallback."""
+    fallback = pred.frame["fallback"].to_numpy(bool)
+    image_probs = pred.frame[["p_mask", "p_distancing"]].to_numpy(float)
+    probs, faces = predict_stack(load_stack(ensemble.source), meta, image_probs, ~fallback, test_dir, progress=progress)
+    frame = answer_frame(ensemble, meta, probs, fallback)
+    frame.insert(4, "p_image_mask", image_probs[:, 0])
+    frame.insert(5, "p_image_distancing", image_probs[:, 1])
+    return frame, faces

@@ -1,0 +1,149 @@
+"""The face stage of notebook 05: every training photo's faces found once and cropped, then per fold a
+face-crop mask model trained on the fold's training rows (multiple-instance learning on the image
+labels) and its bag probability of mask = 1 for the fold's out-of-fold rows and for the hold-out.
+
+The folds are the image models' folds, so each row's face probability comes from a model that never
+saw the row, and the stack (`workflows.stacking`) can be fitted on them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from ..core.config import Config, ConfigError
+from ..core.io import atomic_path, save_keras
+from ..data.crops import FaceCrops, load_crops
+from ..data.faces import Detections
+from ..data.people import people_features
+from ..modeling.face_model import bag_probabilities, build_face_model, predict_faces, train_face_model
+from ..modeling.training import TrainingData, check_run_key
+from .faces import FACES_DIR, detect_split, detector_for
+from .kfold import FoldError, KFoldData
+
+FACE_MODEL = "face_model.keras"
+FACE_PREDICTIONS = "face_predictions.npz"
+
+
+def face_settings(cfg: Config) -> dict:
+    """The settings that make a face model (its run key), detector included."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name.startswith("face_") and f.name != "face_stage"}
+
+
+@dataclass
+class FaceData:
+    """The faces of the cross-validated rows and of the hold-out rows."""
+
+    detections: Detections
+    key: str  # the detections' cache key
+    cv: FaceCrops
+    holdout: FaceCrops
+    people_cv: pd.DataFrame
+    people_holdout: pd.DataFrame
+
+    def __str__(self) -> str:
+        def part(c: FaceCrops) -> str:
+            return f"{int(c.counts.sum())} faces in {len(c)} images ({int((c.counts == 0).sum())} without a face)"
+
+        return (f"detector {self.detections.detector['name']}: cross-validated rows {part(self.cv)}; "
+                f"hold-out {part(self.holdout)}")
+
+
+def face_data(cfg: Config, split: KFoldData, *, progress: bool = True) -> FaceData:
+    """Find the faces of every training photo (cached in data/interim/faces/) and crop them."""
+    df = pd.concat([split.cv.df, split.holdout.df], ignore_index=True)
+    paths, fnames = df["path"].tolist(), df["fname"].tolist()
+    detector = detector_for(cfg, cfg.data_path, "train")
+    found = detect_split(paths, fnames, detector, "train", progress=progress)
+    crops = load_crops(paths, fnames, found.detections, cfg.face_crop_size, detections_key=found.key,
+                       margin=cfg.face_margin, max_faces=cfg.face_max_per_image, cache_dir=FACES_DIR, progress=progress)
+    n_cv = len(split.cv)
+    people = people_features(found.detections, fnames)
+    return FaceData(found.detections, found.key, crops.subset(np.arange(n_cv)), crops.subset(np.arange(n_cv, len(df))),
+                    people.iloc[:n_cv].reset_index(drop=True), people.iloc[n_cv:].reset_index(drop=True))
+
+
+@dataclass
+class FaceFoldResult:
+    """Bag probabilities of mask = 1 (NaN for an image without a face)."""
+
+    oof: np.ndarray  # (N,) each row by the fold's face model that did not train on it
+    holdout: np.ndarray | None  # (k, H) every fold's face model on the hold-out rows
+    histories: dict[int, pd.DataFrame]
+    seconds: dict[int, float]
+
+
+def _ids(df: pd.DataFrame) -> TrainingData:
+    return TrainingData(df.reset_index(drop=True), np.zeros((0,)), np.zeros((len(df), 2)))
+
+
+def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path | None = None) -> FaceFoldResult:
+    """Train one face model per fold (skipping finished ones) and collect OOF and hold-out bag probabilities."""
+    run_dir = Path(run_dir or cfg.run_dir)
+    folds, labels = split.folds, split.cv.labels[:, 0]
+    n_folds = int(folds.max()) + 1
+    oof = np.full(len(folds), np.nan)
+    has_hold = len(split.holdout) > 0
+    hold = np.full((n_folds, len(split.holdout)), np.nan) if has_hold else None
+    histories, seconds = {}, {}
+    for k in range(n_folds):
+        fold_dir = run_dir / f"fold{k}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        train_rows, val_rows = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        check_run_key(fold_dir, cfg, _ids(split.cv.df.iloc[train_rows]), _ids(split.cv.df.iloc[val_rows]),
+                      key_file="face_run_key.json", settings=face_settings(cfg), detector=faces.detections.detector)
+        preds = fold_dir / FACE_PREDICTIONS
+        if preds.exists() and (fold_dir / FACE_MODEL).exists():
+            with np.load(preds) as z:
+                if not np.array_equal(z["rows"], val_rows) or (has_hold and z["holdout"].shape != hold[k].shape):
+                    raise ConfigError(f"{fold_dir} holds the face model of a run with other rows, folds or hold-out; "
+                                      "delete the run folder, or choose another run_name, to train afresh")
+                oof[val_rows] = z["oof"]
+                if has_hold:
+                    hold[k] = z["holdout"]
+            print(f"fold {k}: face model already finished, predictions loaded")
+            continue
+        print(f"--- fold {k + 1}/{n_folds}: face model on {int(faces.cv.counts[train_rows].sum())} faces of "
+              f"{len(train_rows)} rows ---", flush=True)
+        t0 = time.time()
+        try:
+            keras.utils.set_random_seed(cfg.seed + 100 + k)
+            model = build_face_model(cfg.face_backbone, cfg.face_weights, cfg.dropout)
+            val_crops = faces.cv.subset(val_rows)
+            history = train_face_model(
+                model, faces.cv.subset(train_rows), labels[train_rows], epochs=cfg.face_epochs, lr=cfg.face_lr,
+                crops_per_batch=cfg.face_batch_size, weight_decay=cfg.weight_decay, seed=cfg.seed + k,
+                freeze_batchnorm=cfg.face_weights is not None, val=(val_crops, labels[val_rows]))
+            oof[val_rows] = bag_probabilities(predict_faces(model, val_crops.crops), val_crops.counts)
+            hold_k = (bag_probabilities(predict_faces(model, faces.holdout.crops), faces.holdout.counts)
+                      if has_hold else np.zeros(0))
+            if has_hold:
+                hold[k] = hold_k
+            save_keras(model, fold_dir / FACE_MODEL)
+            with atomic_path(preds) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, oof=oof[val_rows], holdout=hold_k, rows=val_rows)
+        except Exception as exc:
+            raise FoldError(f"fold {k} (of {n_folds}) face model failed: {type(exc).__name__}: {exc}; "
+                            "finished folds are kept and skipped when you run again") from exc
+        histories[k], seconds[k] = history, time.time() - t0
+        last = history.iloc[-1]
+        print(f"fold {k}: face model done in {seconds[k]:.0f}s, out-of-fold mask AUC "
+              f"{last.get('val_auc_mask', float('nan')):.3f} (chance 0.5)", flush=True)
+        keras.backend.clear_session()
+    return FaceFoldResult(oof, hold, histories, seconds)
+
+
+def load_face_models(run_dir: str | Path) -> list[keras.Model]:
+    """The fold face models of a k-fold run, in fold order."""
+    from ..modeling.inference import load_keras_file
+
+    paths = sorted(Path(run_dir).glob(f"fold*/{FACE_MODEL}"), key=lambda p: int(p.parent.name[4:] or 0))
+    if not paths:
+        raise FileNotFoundError(f"no fold*/{FACE_MODEL} in {run_dir}: the run has no face models")
+    return [load_keras_file(p) for p in paths]

@@ -1,0 +1,184 @@
+"""Faces of a whole split, found once: the detector runs over every image with a progress bar and
+its answers are cached in data/interim/faces/ (boxes, confidences, landmarks and the detector's
+settings), keyed by the files and the settings. `fivek faces DIR` and notebook 01 use it; notebook
+05 crops the faces it found for the face-crop mask model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..core.config import INTERIM_DATA_DIR, Config
+from ..core.plots import save_figure
+from ..data.faces import Detections, ImageFaces, cache_path, detections_key, file_stamp, read_cache, write_cache
+from ..data.images import ImageReadError, image_info, open_rgb
+from ..data.meta import load_meta, split_paths
+from ..modeling.face_detector import make_detector
+
+FACES_DIR = INTERIM_DATA_DIR / "faces"
+
+
+@dataclass
+class SplitFaces:
+    """A split's detections and the cache key that names them (crops are keyed by it)."""
+
+    detections: Detections
+    key: str
+    path: Path | None  # the cache file
+
+
+def detector_for(cfg_or_name: Config | str, data_dir: str | os.PathLike, split: str = "train", **settings):
+    """The detector a config (face_detector, face_min_size, face_min_confidence) or a name asks for;
+    `truth` reads the split's scenes.jsonl."""
+    if isinstance(cfg_or_name, Config):
+        cfg = cfg_or_name
+        name = cfg.face_detector
+        settings = {"min_face_size": cfg.face_min_size, "min_confidence": cfg.face_min_confidence, **settings}
+    else:
+        name = cfg_or_name
+    return make_detector(name, scenes_path=Path(data_dir) / split / "scenes.jsonl", **settings)
+
+
+def detect_images(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detector, *, progress: bool = True,
+                  desc: str = "faces") -> Detections:
+    """Run `detector` on every image. An image that cannot be read, or that the detector cannot place,
+    gets no faces and its error; it never stops the run."""
+    from tqdm.auto import tqdm
+
+    images: dict[str, ImageFaces] = {}
+    for path, fname in tqdm(list(zip(paths, fnames)), desc=f"{desc} ({detector.name})", disable=not progress, leave=False):
+        try:
+            info = image_info(path)
+            width, height = info["width"], info["height"]
+        except (ImageReadError, FileNotFoundError) as exc:
+            images[fname] = ImageFaces(fname, 0, 0, [], str(exc))
+            continue
+        try:
+            if detector.needs_pixels:
+                image = open_rgb(path, max_side=getattr(detector, "max_side", None))
+                faces = detector.detect(fname, image)
+                scale = width / image.width  # back to the original photo's pixels
+                for f in faces:
+                    f.box = tuple(v * scale for v in f.box)
+                    if f.landmarks:
+                        f.landmarks = {k: (x * scale, y * scale) for k, (x, y) in f.landmarks.items()}
+            else:
+                faces = detector.detect(fname)
+                drawn = detector.size(fname)
+                if drawn and drawn != (width, height):
+                    raise ValueError(f"{path} is {width}x{height} px but scenes.jsonl drew it {drawn[0]}x{drawn[1]}")
+        except (ImageReadError, KeyError, ValueError) as exc:
+            images[fname] = ImageFaces(fname, width, height, [], f"{type(exc).__name__}: {exc}")
+            continue
+        images[fname] = ImageFaces(fname, width, height, faces)
+    return Detections(detector.settings, images)
+
+
+def detect_split(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detector, split: str, *,
+                 cache_dir: str | os.PathLike | None = FACES_DIR, progress: bool = True) -> SplitFaces:
+    """`detect_images` for the images not yet in the cache of their folder and detector settings (an
+    image whose file changed is looked at again); the answers for `fnames` in that order."""
+    key = detections_key(paths, detector.settings)
+    if cache_dir is None:
+        return SplitFaces(detect_images(paths, fnames, detector, progress=progress, desc=split), key, None)
+    folders = {str(Path(p).parent) for p in paths}
+    folder = folders.pop() if len(folders) == 1 else os.path.commonpath(list(folders) or ["."])
+    path = cache_path(cache_dir, split, detector.settings, folder)
+    cached = read_cache(path)
+    stamps = [file_stamp(p) for p in paths]
+    todo = [i for i, (f, st) in enumerate(zip(fnames, stamps)) if f not in cached or cached[f][0] != st]
+    if todo:
+        found = detect_images([paths[i] for i in todo], [fnames[i] for i in todo], detector, progress=progress, desc=split)
+        cached.update({fnames[i]: (stamps[i], found[fnames[i]]) for i in todo})
+        write_cache(path, detector.settings, cached)
+    return SplitFaces(Detections(detector.settings, {f: cached[f][1] for f in fnames}), key, path)
+
+
+def detect_dataset(data_dir: str | os.PathLike, split: str = "train", detector: str = "mtcnn", *,
+                   progress: bool = True, cache_dir: str | os.PathLike | None = FACES_DIR, **settings) -> SplitFaces:
+    """The faces of one split of a dataset in the official layout (`fivek faces`)."""
+    root = Path(data_dir)
+    split_paths(root, split)  # names the missing folder or meta file
+    df = load_meta(root, split, check_files=False)
+    return detect_split(df["path"].tolist(), df["fname"].tolist(), detector_for(detector, root, split, **settings),
+                        split, cache_dir=cache_dir, progress=progress)
+
+
+def faces_table(detections: Detections) -> pd.DataFrame:
+    """One row per face: fname, its box, height in pixels and as a share of the photo's longer side."""
+    rows = [{"fname": r.fname, "x0": f.box[0], "y0": f.box[1], "x1": f.box[2], "y1": f.box[3], "confidence": f.confidence,
+             "height_px": f.height, "height_share": f.height / max(r.width, r.height, 1)}
+            for r in detections.images.values() for f in r.faces]
+    return pd.DataFrame(rows, columns=["fname", "x0", "y0", "x1", "y1", "confidence", "height_px", "height_share"])
+
+
+# --- figures ------------------------------------------------------------------------------------
+def plot_faces(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detections: Detections, *,
+               ncols: int = 4, side: int = 320, name: str | None = None, title: str = ""):
+    """Photos with their detected face boxes drawn (and the confidence above each box)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    n = len(paths)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.9 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, path, fname in zip(axes.ravel(), paths, fnames):
+        record = detections[fname]
+        try:
+            image = open_rgb(path, max_side=side)
+        except ImageReadError:
+            ax.set_title(f"{fname}: unreadable", fontsize=8)
+            continue
+        image.thumbnail((side, side))
+        scale = image.width / max(record.width, 1)
+        ax.imshow(image)
+        for f in record.faces:
+            x0, y0, x1, y1 = (v * scale for v in f.box)
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="#ffd000", lw=1.6))
+            if detections.detector.get("name") != "truth":
+                ax.text(x0, y0 - 2, f"{f.confidence:.2f}", color="#ffd000", fontsize=6, va="bottom")
+        ax.set_title(f"{fname}: {len(record.faces)} face(s)", fontsize=8)
+    fig.suptitle(title or f"faces found by {detections.detector.get('name')}")
+    fig.tight_layout()
+    save_figure(fig, name)
+    return fig
+
+
+def plot_face_counts(detections: Detections, name: str | None = None, title: str = ""):
+    """Histogram of faces per image and of face heights (share of the photo's longer side)."""
+    import matplotlib.pyplot as plt
+
+    counts = detections.counts()
+    table = faces_table(detections)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    top = int(max(counts.max(initial=0), 1))
+    a.hist(counts, bins=np.arange(-0.5, top + 1.5), color="#457b9d", rwidth=0.85)
+    a.set_xlabel("faces in the image")
+    a.set_ylabel("images")
+    a.set_title(f"faces per image ({int((counts == 0).sum())} of {len(counts)} with none)")
+    if len(table):
+        b.hist(table["height_share"] * 100, bins=30, color="#2a9d8f")
+    b.set_xlabel("face height, % of the photo's longer side")
+    b.set_title(f"{len(table)} faces")
+    fig.suptitle(title or f"detector: {detections.detector.get('name')}")
+    fig.tight_layout()
+    save_figure(fig, name)
+    return fig
+
+
+def summarise(split_faces: SplitFaces) -> dict[str, Any]:
+    """What `fivek faces` prints: the summary and where the cache lives."""
+    out = split_faces.detections.summary()
+    errors = split_faces.detections.errors
+    if errors:
+        out["unreadable_or_unplaced"] = dict(list(errors.items())[:10])
+    out["cache"] = str(split_faces.path) if split_faces.path else None
+    return out
