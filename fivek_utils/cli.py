@@ -8,7 +8,7 @@ command calls one function of the package with keyword arguments.
     fivek predict / check-submission      inference and submission checks
     fivek weights {convert,table,standin} ImageNet-21k weights
     fivek kaggle                          bundle the kit for Kaggle
-    fivek bench {progressive,predict,pipeline,gpu}
+    fivek bench {progressive,predict,pipeline,faces,gpu}
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _cmd_describe(args) -> int:
 def _cmd_faces(args) -> int:
     from .workflows.faces import detect_dataset, summarise
 
-    found = detect_dataset(args.dir, args.split, args.detector, min_face_size=args.min_face_size,
+    found = detect_dataset(args.dir, args.split, args.detector, sample=args.sample, min_face_size=args.min_face_size,
                            min_confidence=args.min_confidence, progress=not args.quiet)
     print(json.dumps(summarise(found), indent=2))
     return 0
@@ -153,18 +153,19 @@ def _add_kaggle(sub) -> None:
     p.add_argument("--dataset-slug", default="fivek-kit", help="slug of the kit dataset (default fivek-kit)")
     p.add_argument("--config", help="pipeline YAML whose parameters are injected into the notebooks, e.g. configs/full.yaml")
     p.add_argument("--with-wheels", action="store_true",
-                   help="pip download keras-cv, imagehash, PyWavelets and papermill into the kit (needs PyPI)")
+                   help="pip download keras-cv, imagehash, PyWavelets, papermill, mtcnn and lz4 into the kit (needs PyPI)")
     p.add_argument("--internet", action="store_true", help="enable_internet in every notebook (default off)")
     p.add_argument("--no-gpu", action="store_true", help="run every notebook on CPU")
     p.set_defaults(func=_cmd_kaggle)
 
 
-def _bench(name: str, **names):
-    """A `fivek bench` command: calls workflows.bench.bench_<name> with the parsed options as keywords
+def _bench(name: str, module: str = "bench", **names):
+    """A `fivek bench` command: calls workflows.<module>.bench_<name> with the parsed options as keywords
     (`names` maps an option's dest to the function's keyword where they differ)."""
     def run(args) -> int:
-        from .workflows import bench
+        import importlib
 
+        bench = importlib.import_module(f".workflows.{module}", __package__)
         options = {names.get(k, k): v for k, v in vars(args).items() if k not in ("func", "command", "which")}
         getattr(bench, f"bench_{name}")(**options)
         return 0
@@ -173,7 +174,7 @@ def _bench(name: str, **names):
 
 
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks: progressive, predict, pipeline, gpu (write reports/bench/*.json)")
+    p = sub.add_parser("bench", help="benchmarks: progressive, predict, pipeline, faces, gpu (write reports/bench/*.json)")
     bench = p.add_subparsers(dest="which", required=True)
 
     b = bench.add_parser("progressive", help="fixed-size vs progressive training on the same data and epochs")
@@ -213,6 +214,12 @@ def _add_bench(sub) -> None:
     b.add_argument("--max-train-images", type=int, default=0)
     b.add_argument("--jit", action="store_true", help="XLA-compile the train step")
     b.set_defaults(func=_bench("pipeline"))
+
+    b = bench.add_parser("faces", help="the face stage's speed: MTCNN on real photos, truth boxes, crops, the face model")
+    b.add_argument("--data-dir", help="close-up dataset for the crops (default: the benchmarks' own)")
+    b.add_argument("--crop-size", type=int, default=40)
+    b.add_argument("--repeats", type=int, default=5, help="times each photo is detected")
+    b.set_defaults(func=_bench("faces", "bench_faces"))
 
     b = bench.add_parser("gpu", help="float32 / mixed precision / XLA throughput, input pipeline, progressive "
                                      "learning at 384 px (about 8 minutes on one H100; --tiny: seconds on a CPU)")
@@ -258,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="mtcnn", choices=["mtcnn", "truth"])
     p.add_argument("--min-face-size", type=int, default=20, help="mtcnn: smallest face, pixels of the original photo")
     p.add_argument("--min-confidence", type=float, default=0.9, help="mtcnn: lowest confidence kept")
+    p.add_argument("--sample", type=int, default=0, help="only this many images of the split (seeded); 0: all")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_faces)
 

@@ -59,3 +59,20 @@ def test_gpu_bench_runs_end_to_end_on_a_cpu_in_tiny_mode(tmp_path, monkeypatch):
     assert [e["image_size"] for e in learning["progressive"]["epochs"]] == [32, 48]
     written = json.loads((tmp_path / "gpu-tiny.json").read_text())
     assert written["throughput"] == result["throughput"] and "machine" in written
+
+
+def test_bench_faces_times_mtcnn_on_real_photos_and_the_crops(tmp_path, monkeypatch):
+    from fivek_utils.core import config
+    from fivek_utils.data.synth import generate_dataset
+    from fivek_utils.workflows import bench, bench_faces
+
+    monkeypatch.setattr(bench, "BENCH_DIR", tmp_path / "bench")
+    monkeypatch.setattr(config, "BENCH_DIR", tmp_path / "bench")
+    data = tmp_path / "closeup"
+    generate_dataset(data, n_train=8, n_test=0, seed=1, profile="closeup", workers=1, progress=False)
+    result = bench_faces.bench_faces(data_dir=str(data), crop_size=32, repeats=1, sizes=(256,))
+    assert [r["photo_px"] for r in result["mtcnn"]] == [256]
+    assert result["mtcnn"][0]["faces_per_image"] == 1.0 and result["mtcnn"][0]["images_per_second"] > 0  # both faces found
+    s = result["synthetic"]
+    assert s["images"] == 8 and s["faces"] >= 8 and s["face_model_crops_per_second"] > 0
+    assert (tmp_path / "bench" / "faces.json").exists()

@@ -1,10 +1,8 @@
-"""MTCNN, the pretrained face detector for photos, on real public-domain photos (tests/data): it finds
+"""MTCNN, the pretrained face detector for photos, on real public-domain photos (fivek_utils/resources/photos): it finds
 the face, with and without a mask drawn over mouth and nose, honours its minimum size and confidence at
 any photo size, and its crops hold the face."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
@@ -12,8 +10,9 @@ from PIL import Image, ImageDraw
 from fivek_utils.data.crops import crop_square
 from fivek_utils.data.images import open_rgb
 from fivek_utils.modeling.face_detector import MTCNNDetector, make_detector
+from fivek_utils.resources import PHOTOS_DIR
 
-DATA = Path(__file__).parent / "data"
+DATA = PHOTOS_DIR
 # the astronaut's face, drawn by hand on the 512 px photo: x0, y0, x1, y1
 FACE = (180, 60, 268, 172)
 

@@ -198,8 +198,9 @@ def test_bundled_eda_notebook_runs_on_a_fake_kaggle_tree(bundle, tmp_path):
 def test_each_notebook_gets_the_21k_model_of_its_own_backbone(tmp_path):
     summary = kg.build_bundle(tmp_path / "full", user=USER, config=CODE_ROOT / "configs" / "full.yaml")
     s_model = "google/efficientnet-v2/tensorFlow2/imagenet21k-s-feature-vector/2"
+    # full.yaml trains EfficientNetV2S in 03-05 (02 uses ImageNet-1k), and 05's face stage an EfficientNetV2B0
     assert {s: k["model_sources"] for s, k in summary["kernels"].items() if k["model_sources"]} == {
-        s: [s_model] for s in STEMS[2:5]}  # full.yaml trains EfficientNetV2S in 03-05; 02 uses ImageNet-1k
+        **{s: [s_model] for s in STEMS[2:4]}, STEMS[4]: [s_model, kg.DEFAULT_WEIGHTS_MODEL]}
     assert kg.weights_model_for("EfficientNetV2M", "imagenet21k-ft1k").kaggle_source.endswith(
         "/imagenet21k-ft1k-m-feature-vector/2")
 
@@ -230,12 +231,14 @@ def test_a_config_with_any_backbone_names_that_backbones_handle(tmp_path, source
     variation = f"{source}-{variant}-feature-vector"
     for stem in STEMS[1:5]:  # the notebooks that declare backbone and weights
         models = summary["kernels"][stem]["model_sources"]
+        face = [kg.DEFAULT_WEIGHTS_MODEL] if stem == STEMS[4] else []  # 05's face stage: its own B0 checkpoint
         if version is None:  # unknown: nothing guessed, and the bundle's output says what to attach
-            assert models == []
+            assert models == face
             assert any(note.startswith(f"{stem}: ") and variation in note and "--weights-model" in note
                        for note in summary["notes"])
         else:
-            assert models == [f"google/efficientnet-v2/tensorFlow2/{variation}/{version}"]
+            assert models[0] == f"google/efficientnet-v2/tensorFlow2/{variation}/{version}"
+            assert models[1:] == [m for m in face if m != models[0]]  # the face checkpoint, once
     # --weights-model wins, known version or not
     chosen = f"google/efficientnet-v2/tensorFlow2/{variation}/9"
     summary = kg.build_bundle(tmp_path / "chosen", user=USER, config=config, weights_model=chosen)

@@ -65,6 +65,15 @@ def test_smoke_run_of_every_notebook(smoke_run):
         assert list(metrics.index) == ["mask", "distancing", "5K"] and metrics["f1"].between(0, 1).all()
     kfold = root / "models" / "05-kfold"
     assert sorted(p.parent.name for p in kfold.glob("fold*/model.keras")) == ["fold0", "fold1"]
+    # the face stage: the faces in 01, a face model per fold, the stack saved and compared on the hold-out
+    assert {"01-eda-faces.png", "01-eda-faces-per-image.png"} <= figures
+    assert sorted(p.parent.name for p in kfold.glob("fold*/face_model.keras")) == ["fold0", "fold1"]
+    stack = json.loads((kfold / "stack.json").read_text())
+    assert stack["detector"]["name"] == "truth" and set(stack["stacker"]["heads"]) == {"mask", "distancing"}
+    gains = pd.read_csv(root / "reports" / "05-kfold" / "gains.csv").set_index("variant")
+    for variant in ("image model", "face model", "stack"):
+        row = gains.loc[f"hold-out: {variant}"]
+        assert row[["F1 5K", "always-yes F1 5K", "AUC mask", "AUC distancing"]].notna().all()
     folds = pd.read_csv(root / "data" / "processed" / "folds.csv")
     assert set(folds["fold"]) == {-1, 0, 1}
     assert "pretrained" in {p.name for p in (root / "models").iterdir()}  # notebook 03 converted the stand-in
@@ -94,6 +103,7 @@ def test_submission_and_predict_command_agree(smoke_run, tmp_path):
     summary = json.loads(fivek("predict", "--models", str(root / "models" / "05-kfold"), "--test-dir", str(test_dir),
                                "--out", str(out), "--quiet", env=env).stdout)
     assert summary["rows"] == checked["rows"] and summary["models"] == 2 and summary["fallback_rows"] == 0
+    assert summary["face_stage"]["rows_answered_by_the_stack"] == checked["rows"]  # truth boxes: a face in every photo
     assert pd.read_csv(out)["5K"].tolist() == pd.read_csv(sub)["5K"].tolist()
 
     broken = tmp_path / "broken.csv"
@@ -111,6 +121,7 @@ def test_unreadable_test_image_still_gets_a_row(smoke_run, tmp_path):
     (test_dir / "images").mkdir(parents=True)
     meta = pd.read_csv(src / "public_test_meta.csv").head(4)
     meta.to_csv(test_dir / "private_test_meta.csv", index=False)
+    (test_dir / "scenes.jsonl").write_bytes((src / "scenes.jsonl").read_bytes())  # the face stage's truth boxes
     for f in meta["fname"][:3]:
         (test_dir / "images" / f).write_bytes((src / "images" / f).read_bytes())
     (test_dir / "images" / meta["fname"][0]).write_bytes(b"corrupt")  # unreadable; the 4th is missing

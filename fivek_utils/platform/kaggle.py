@@ -69,6 +69,8 @@ WHEELS = (
     ("imagehash", "ImageHash", "imagehash>=4.3,<5", True),
     ("pywt", "PyWavelets", "PyWavelets>=1.4", False),  # imagehash's compiled dependency
     ("papermill", "papermill", "papermill>=2.6,<3", True),  # for `fivek run` inside a notebook
+    ("mtcnn", "mtcnn", "mtcnn==1.0.0", True),  # the face detector, its weights inside the wheel
+    ("lz4", "lz4", "lz4>=4", False),  # mtcnn's compiled dependency (its weights are lz4-packed)
 )
 # Python versions of Kaggle images the compiled wheels are fetched for (pip picks the matching one)
 KAGGLE_PYTHONS = ("3.10", "3.11", "3.12")
@@ -263,6 +265,18 @@ def _param(notebook: Path, params: Mapping[str, Any], name: str) -> str:
     return str(declared.get("default", "")) if declared else ""
 
 
+def _pretrained_uses(notebook: Path, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(backbone, weights) of each model a notebook builds from ImageNet-21k weights: its image model,
+    and its face-crop model when its face stage is on."""
+    def value(name: str) -> str:
+        return _param(notebook, params, name).strip("\"' ")
+
+    uses = [(value("backbone"), value("weights"))]
+    if value("face_stage") in ("True", "true", "1"):
+        uses.append((value("face_backbone"), value("face_weights")))
+    return [(b, w) for b, w in uses if w in ("imagenet21k", "imagenet21k-ft1k")]
+
+
 def weights_model_for(backbone: str, weights: str):
     """The checkpoint a notebook's backbone and 21k weights need (a `weights.PretrainedSource`:
     `.kaggle_source` is its model source with the version from `weights.KAGGLE_VERSIONS`, e.g.
@@ -375,12 +389,14 @@ def build_bundle(
         inputs = [f"{user}/{kernel_slug(s)}" for s in KERNEL_INPUTS.get(stem, ()) if s in stems]
         weights = _param(nb, params, "weights").strip("\"' ")
         models = []
-        if weights in ("imagenet21k", "imagenet21k-ft1k") and model_sources is not None:
-            models = model_sources
-        elif weights in ("imagenet21k", "imagenet21k-ft1k"):
-            src = weights_model_for(_param(nb, params, "backbone").strip("\"' "), weights)
-            models = [src.kaggle_source] if src.kaggle_source else []
-            if not src.kaggle_source:
+        for backbone, weights_of in _pretrained_uses(nb, params):
+            if model_sources is not None:
+                models = list(model_sources)
+                break
+            src = weights_model_for(backbone, weights_of)
+            if src.kaggle_source and src.kaggle_source not in models:
+                models.append(src.kaggle_source)
+            elif not src.kaggle_source:
                 notes.append(
                     f"{stem}: no public source names the Kaggle Models version of {src.kaggle_handle}, so no model "
                     f"source is attached; attach it in the editor (Add Input > Models > EfficientNetV2 > TensorFlow 2 > "
