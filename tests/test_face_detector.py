@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageDraw
 
+from fivek_utils.core.config import PHOTOS_DIR
 from fivek_utils.data.crops import crop_square
 from fivek_utils.data.images import open_rgb
 from fivek_utils.modeling.face_detector import MTCNNDetector, make_detector
-from fivek_utils.resources import PHOTOS_DIR
 
 DATA = PHOTOS_DIR
 # the astronaut's face, drawn by hand on the 512 px photo: x0, y0, x1, y1

@@ -32,6 +32,9 @@ EXECUTED_DIR = REPORTS_DIR / "executed"
 BENCH_DIR = REPORTS_DIR / "bench"
 SUBMISSIONS_DIR = PROJ_ROOT / "submissions"
 NOTEBOOKS_DIR = CODE_ROOT / "notebooks"
+# two real, public-domain photos with one face each, shipped with the package (resources/photos/README.md):
+# the face detector's tests and `fivek bench faces` run on them offline
+PHOTOS_DIR = Path(__file__).resolve().parents[1] / "resources" / "photos"
 CONFIGS_DIR = CODE_ROOT / "configs"
 
 

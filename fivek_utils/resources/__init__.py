@@ -5,6 +5,4 @@ from pathlib import Path
 # The official Zalo 5K training label file (labels only, 4,175 rows), as participants'
 # public repositories commit it; see ../shared/data/zalo/README.md in the project's history.
 REAL_LABELS_FILE = Path(__file__).with_name("zalo_train_meta.csv")
-# Two real, public-domain photos with one face each (from scikit-image's data; photos/README.md):
-# the face detector's tests and `fivek bench faces` run on them offline.
-PHOTOS_DIR = Path(__file__).with_name("photos")
+# photos/: two real, public-domain photos with one face each (core.config.PHOTOS_DIR)

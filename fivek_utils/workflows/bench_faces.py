@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..resources import PHOTOS_DIR
+from ..core.config import PHOTOS_DIR
 
 
 def _rate(n: int, seconds: float) -> float:
