@@ -96,15 +96,18 @@ class BagBatches(keras.utils.PyDataset):
 
 # --- prediction -------------------------------------------------------------------------------
 def predict_faces(face_model: keras.Model | list[keras.Model], crops: np.ndarray, *, flip: bool = True,
-                  batch_size: int = 256) -> np.ndarray:
-    """P(face masked) per crop, averaged over the models given and (with `flip`) the mirrored crop."""
+                  batch_size: int = 128) -> np.ndarray:
+    """P(face masked) per crop, averaged over the models given and (with `flip`) the mirrored crop.
+
+    Crops are padded to whole batches, so every call of a model sees one batch shape (no retracing)."""
     models = face_model if isinstance(face_model, list) else [face_model]
-    if not len(crops):
+    n = len(crops)
+    if not n:
         return np.zeros(0)
-    views = [crops, crops[:, :, ::-1]] if flip else [crops]
-    probs = [1 / (1 + np.exp(-np.asarray(m.predict(v.astype("float32"), batch_size=batch_size, verbose=0)).reshape(-1)))
-             for m in models for v in views]
-    return np.mean(probs, axis=0)
+    padded = np.concatenate([crops, np.zeros((-n % batch_size, *crops.shape[1:]), crops.dtype)]).astype("float32")
+    views = [padded, padded[:, :, ::-1]] if flip else [padded]
+    logits = [np.asarray(m.predict(v, batch_size=batch_size, verbose=0)).reshape(-1)[:n] for m in models for v in views]
+    return np.mean([1 / (1 + np.exp(-z)) for z in logits], axis=0)
 
 
 def bag_probabilities(face_probs: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -63,6 +63,11 @@ def face_data(cfg: Config, split: KFoldData, *, progress: bool = True) -> FaceDa
     crops = load_crops(paths, fnames, found.detections, cfg.face_crop_size, detections_key=found.key,
                        margin=cfg.face_margin, max_faces=cfg.face_max_per_image, cache_dir=FACES_DIR, progress=progress)
     n_cv = len(split.cv)
+    without = int((crops.counts == 0).sum())
+    if without > len(df) / 2:
+        hint = (" The synthetic data's cartoon faces need face_detector='truth' (the generator's head boxes)."
+                if detector.name == "mtcnn" and (cfg.data_path / "train" / "scenes.jsonl").exists() else "")
+        print(f"warning: {without} of {len(df)} photos have no detected face; they keep the image model's answer.{hint}")
     people = people_features(found.detections, fnames)
     return FaceData(found.detections, found.key, crops.subset(np.arange(n_cv)), crops.subset(np.arange(n_cv, len(df))),
                     people.iloc[:n_cv].reset_index(drop=True), people.iloc[n_cv:].reset_index(drop=True))
