@@ -63,6 +63,10 @@ def face_data(cfg: Config, split: KFoldData, *, progress: bool = True) -> FaceDa
     crops = load_crops(paths, fnames, found.detections, cfg.face_crop_size, detections_key=found.key,
                        margin=cfg.face_margin, max_faces=cfg.face_max_per_image, cache_dir=FACES_DIR, progress=progress)
     n_cv = len(split.cv)
+    if not crops.counts.sum():
+        raise ConfigError(f"the {detector.name} detector found no face in any of the {len(df)} training photos, so the "
+                          "face stage has nothing to learn from: check face_min_size / face_min_confidence, use "
+                          "face_detector='truth' on synthetic data, or set face_stage=False")
     without = int((crops.counts == 0).sum())
     if without > len(df) / 2:
         hint = (" The synthetic data's cartoon faces need face_detector='truth' (the generator's head boxes)."
