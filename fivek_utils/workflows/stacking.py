@@ -171,3 +171,32 @@ def predict_stack(bundle: StackBundle, meta: pd.DataFrame, image_probs: np.ndarr
     return probs, {"detector": detector.name, "faces": int(crops.counts.sum()),
                    "rows_answered_by_the_stack": int(answered.sum()),
                    "rows_without_a_face_answered_by_the_image_model": int((~answered & readable).sum())}
+
+
+def plot_stack_gains(table: pd.DataFrame, name: str | None = None, title: str = ""):
+    """Image model, face model and stack side by side: mask and distancing AUC (chance 0.5) and 5K F1
+    (beside always-yes), on the out-of-fold rows and on the hold-out."""
+    import matplotlib.pyplot as plt
+
+    from ..core.plots import save_figure
+
+    sets = [s for s in ("OOF", "hold-out") if any(i.startswith(f"{s}: ") for i in table.index)]
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets) + 1.6, 3.6), squeeze=False)
+    metrics = [("AUC mask", "mask AUC"), ("AUC distancing", "distancing AUC"), ("F1 5K", "5K F1")]
+    colours = {"image model": "#8d99ae", "face model": "#e9c46a", "stack": "#2a9d8f"}
+    for ax, where in zip(axes[0], sets):
+        x = np.arange(len(metrics))
+        for k, variant in enumerate(VARIANTS):
+            row = table.loc[f"{where}: {variant}"]
+            ax.bar(x + (k - 1) * 0.26, [float(row[m]) for m, _ in metrics], 0.26, label=variant, color=colours[variant])
+        yes = float(table.loc[f"{where}: stack", "always-yes F1 5K"])
+        ax.hlines(0.5, -0.45, 1.45, colors="grey", linestyles="-.", lw=0.8, label="AUC chance")
+        ax.hlines(yes, 1.55, 2.45, colors="black", linestyles=":", lw=1.2, label="5K F1 always-yes")
+        ax.set_xticks(x, [label for _, label in metrics])
+        ax.set_ylim(0, 1.05)
+        ax.set_title(where)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title or "image model, face model and stack")
+    fig.tight_layout()
+    save_figure(fig, name)
+    return fig
