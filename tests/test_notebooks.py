@@ -66,7 +66,7 @@ def test_smoke_run_of_every_notebook(smoke_run):
     kfold = root / "models" / "05-kfold"
     assert sorted(p.parent.name for p in kfold.glob("fold*/model.keras")) == ["fold0", "fold1"]
     # the face stage: the faces in 01, a face model per fold, the stack saved and compared on the hold-out
-    assert {"01-eda-faces.png", "01-eda-faces-per-image.png"} <= figures
+    assert {"01-eda-faces.png", "01-eda-faces-per-image.png", "05-kfold-stack.png"} <= figures
     assert sorted(p.parent.name for p in kfold.glob("fold*/face_model.keras")) == ["fold0", "fold1"]
     stack = json.loads((kfold / "stack.json").read_text())
     assert stack["detector"]["name"] == "truth" and set(stack["stacker"]["heads"]) == {"mask", "distancing"}
