@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import importlib
 
+from .core.versions import UnsupportedVersionWarning, warn_unsupported
+
 __version__ = "0.1.0"
+
+warn_unsupported()  # one plain warning when an installed dependency is outside the tested versions
 
 _EXPORTS = {
     # core
@@ -73,7 +77,7 @@ _EXPORTS = {
 # modules the notebooks use whole: `from fivek_utils import kfold as kf`, `fk.io.atomic_write_csv(...)`
 _MODULES = {"io": "core.io", "kfold": "workflows.kfold", "progressive": "modeling.progressive"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "UnsupportedVersionWarning"])
 
 
 def __getattr__(name: str):
