@@ -17,6 +17,7 @@ verbose, everything on the terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -264,6 +265,26 @@ def _add_bench(sub) -> None:
     b.set_defaults(func=_bench("gpu"))
 
 
+NATIVE_NOISE = ("predict", "weights")  # commands that start TensorFlow in this process (run and bench keep their own logs)
+
+
+def _native_noise_to_log(args):
+    """For `predict` and `weights`: TensorFlow's C++ notes to reports/logs/<command>.log unless --verbose;
+    Python's warnings (an unreadable test image, say) and errors stay on the terminal."""
+    if args.verbose or args.command not in NATIVE_NOISE:
+        return contextlib.nullcontext()
+    from .core.config import REPORTS_DIR
+    from .core.console import output_to
+
+    log = REPORTS_DIR / "logs" / f"{args.command}.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
+    except OSError:  # a read-only project folder (a competition's container): the notes stay on the terminal
+        return contextlib.nullcontext()
+    return output_to(log, python=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fivek", description="fivek: Zalo AI 2021 5K Compliance kit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
@@ -334,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose and not _TF_LOG_LEVEL_SET:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow's own notes, here and in the kernels
     try:
-        rc = args.func(args)
+        with _native_noise_to_log(args):
+            rc = args.func(args)
         return rc if isinstance(rc, int) else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -176,3 +176,19 @@ def test_bench_is_as_quiet_as_run_with_its_noise_in_a_log_beside_its_results(tmp
         assert result.stdout.splitlines() == [f"fivek bench predict: results in {bench_dir} (predict.json), log {bench_dir / 'predict.log'}"]
     else:
         assert "cost_ratio_per_pass" in result.stdout and f"wrote {bench_dir / 'predict.json'}" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["", "--verbose"], ids=["default", "verbose"])
+def test_tensorflow_notes_of_weights_and_predict_go_to_a_log_unless_verbose(tmp_path, flag):
+    from conftest import run_fivek
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # what a user's shell has
+    env["FIVEK_ROOT"] = str(tmp_path)
+    result = run_fivek("weights", "standin", "--out", str(tmp_path / "sm"), *([flag] if flag else []), env=env)
+    assert (tmp_path / "sm" / "saved_model.pb").exists() and result.stdout.startswith("wrote a randomly initialised")
+    log = tmp_path / "reports" / "logs" / "weights.log"
+    native = [line for line in result.stderr.splitlines() if line[:5] in ("I0000", "W0000", "E0000") or "absl" in line]
+    if flag:
+        assert not log.exists() and native, result.stderr  # TensorFlow's own log, on the terminal
+    else:
+        assert log.exists() and not native, result.stderr
