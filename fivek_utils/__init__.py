@@ -10,6 +10,9 @@ The package has five layers, each importing only from itself and the ones before
     platform/   accelerators and the Kaggle bundle
     cli.py      the `fivek` command line (all of its argument parsing)
 
+Importing it checks the installed dependency versions against the tested ranges
+(core/versions.py) and warns once, plainly, about any outside them.
+
 The names the notebooks use are re-exported here (`import fivek_utils as fk; fk.build_model(...)`)
 and imported lazily, so `import fivek_utils` (and the command line) stays fast until something that
 needs TensorFlow is used.

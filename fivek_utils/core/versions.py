@@ -4,6 +4,8 @@
 dependencies and requirements.txt must say the same (tests/test_versions.py checks it). Each lower
 bound is what `make test-compat` installs (constraints/colab.txt: what Colab ships;
 constraints/lower-bounds.txt: the rest), each upper bound excludes what no test has run on.
+A new runtime dependency goes here, in pyproject.toml and requirements.txt alike, with its lowest
+version pinned in constraints/ (a test-only one: requirements.txt and constraints/ only).
 
 `import fivek_utils` calls `warn_unsupported()`: one plain warning listing every installed version
 outside its range (or a missing dependency), instead of a deep traceback later. It reads package
