@@ -6,9 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
+# the support matrix's second row: what Colab ships, and the kit's lower bounds of the rest
+COMPAT_VENV ?= .venv-compat
+COMPAT_BIN := $(COMPAT_VENV)/bin
+CONSTRAINTS := constraints/colab.txt constraints/lower-bounds.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast bench bench-gpu clean clean-outputs
+.PHONY: help install demo test test-fast test-compat bench bench-gpu clean clean-outputs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,6 +26,14 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP) ## create .venv and install the kit and its dependencies
 
+$(COMPAT_VENV)/.installed: requirements.txt pyproject.toml $(CONSTRAINTS)
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_BIN)/python -m pip install --quiet --upgrade pip
+	$(COMPAT_BIN)/python -m pip install --quiet -r requirements.txt $(addprefix -c ,$(CONSTRAINTS))
+	$(COMPAT_BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
 demo: $(STAMP) ## synthetic data + every notebook through papermill on configs/demo.yaml
 	$(BIN)/fivek run --config $(CONFIG)
 
@@ -34,6 +46,10 @@ test: $(STAMP) ## the whole test suite (includes a papermill run of every notebo
 test-fast: $(STAMP) ## the tests without the slow notebook and training runs
 	$(PYTEST) -m "not slow"
 
+test-compat: $(COMPAT_VENV)/.installed ## the fast tests + a notebook smoke run on Colab's versions (constraints/), in .venv-compat
+	@$(COMPAT_BIN)/python -c "from fivek_utils.core.versions import version_table; print(version_table())"
+	$(COMPAT_BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow or compat"
+
 bench: $(STAMP) ## the benchmarks (progressive learning, prediction, input pipeline)
 	$(BIN)/fivek bench progressive
 	$(BIN)/fivek bench predict
@@ -45,5 +61,5 @@ bench-gpu: $(STAMP) ## on a GPU machine: precision, XLA, input pipeline, progres
 clean-outputs: ## delete generated data, models, reports and submissions
 	rm -rf data/raw data/interim data/processed models/*/ reports/*/ submissions/*.csv submissions/*.yaml
 
-clean: clean-outputs ## also delete the virtual environment
-	rm -rf $(VENV)
+clean: clean-outputs ## also delete the virtual environments
+	rm -rf $(VENV) $(COMPAT_VENV)

@@ -10,6 +10,9 @@ The package has five layers, each importing only from itself and the ones before
     platform/   accelerators and the Kaggle bundle
     cli.py      the `fivek` command line (all of its argument parsing)
 
+Importing it checks the installed dependency versions against the tested ranges
+(core/versions.py) and warns once, plainly, about any outside them.
+
 The names the notebooks use are re-exported here (`import fivek_utils as fk; fk.build_model(...)`)
 and imported lazily, so `import fivek_utils` (and the command line) stays fast until something that
 needs TensorFlow is used.
@@ -19,7 +22,11 @@ from __future__ import annotations
 
 import importlib
 
+from .core.versions import UnsupportedVersionWarning, warn_unsupported
+
 __version__ = "0.1.0"
+
+warn_unsupported()  # one plain warning when an installed dependency is outside the tested versions
 
 _EXPORTS = {
     # core
@@ -81,7 +88,7 @@ _EXPORTS = {
 # modules the notebooks use whole: `from fivek_utils import kfold as kf`, `fk.io.atomic_write_csv(...)`
 _MODULES = {"io": "core.io", "kfold": "workflows.kfold", "progressive": "modeling.progressive"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "UnsupportedVersionWarning"])
 
 
 def __getattr__(name: str):

@@ -9,17 +9,41 @@ command calls one function of the package with keyword arguments.
     fivek weights {convert,table,standin} ImageNet-21k weights
     fivek kaggle                          bundle the kit for Kaggle
     fivek bench {progressive,predict,pipeline,faces,gpu}
+
+Every command takes the same -q/--quiet and -v/--verbose (fivek_utils.core.console): quiet, only the
+result and errors; by default also its progress, with TensorFlow's and the kernels' stderr in a log;
+verbose, everything on the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import time
 
 # TensorFlow's C++ start-up notes would bury a one-line error; warnings and errors still show
+# (--verbose shows the notes too, unless TF_CPP_MIN_LOG_LEVEL was set before)
+_TF_LOG_LEVEL_SET = "TF_CPP_MIN_LOG_LEVEL" in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+QUIET_HELP = "only the result and errors: no progress bars or step-by-step lines"
+VERBOSE_HELP = ("everything on the terminal: TensorFlow's log, the kernels' output, per-cell progress "
+                "(by default these go to a log beside the command's outputs)")
+
+
+class _Command(argparse.ArgumentParser):
+    """The parser of every subcommand, bench's own included: the same --quiet / --verbose pair.
+    Their defaults are left unset so that `fivek bench --quiet gpu` and `fivek bench gpu --quiet`
+    mean the same; `main` fills them in."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        say = self.add_mutually_exclusive_group()
+        say.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
+        say.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
 
 
 SYNTH_PROFILES_HELP = """\
@@ -68,7 +92,10 @@ def _cmd_run(args) -> int:
     from .core.config import EXECUTED_DIR, FIGURES_DIR, MODELS_DIR, SUBMISSIONS_DIR
     from .workflows.runner import run_notebooks
 
-    done = run_notebooks(args.config, args.only, verbose=args.verbose)
+    done = run_notebooks(args.config, args.only, verbose=args.verbose, quiet=args.quiet)
+    if args.quiet:
+        print(f"{len(done)} notebook(s) ran")
+        return 0
     print(f"\n{len(done)} notebook(s) ran. Outputs:")
     print(f"  executed notebooks  {EXECUTED_DIR}")
     print(f"  figures             {FIGURES_DIR}")
@@ -159,22 +186,50 @@ def _add_kaggle(sub) -> None:
     p.set_defaults(func=_cmd_kaggle)
 
 
+OUTPUT_OPTIONS = ("func", "command", "which", "quiet", "verbose")  # the command line's own, not a function's
+
+
 def _bench(name: str, module: str = "bench", **names):
     """A `fivek bench` command: calls workflows.<module>.bench_<name> with the parsed options as keywords
-    (`names` maps an option's dest to the function's keyword where they differ)."""
+    (`names` maps an option's dest to the function's keyword where they differ). What TensorFlow and
+    the libraries write to stderr goes to reports/bench/<name>.log (and, with --quiet, the tables
+    too: the terminal gets one line naming the results); --verbose leaves both on the terminal."""
     def run(args) -> int:
         import importlib
 
+        from .core.console import output_to
+        from .core.config import BENCH_DIR
+
         bench = importlib.import_module(f".workflows.{module}", __package__)
-        options = {names.get(k, k): v for k, v in vars(args).items() if k not in ("func", "command", "which")}
-        getattr(bench, f"bench_{name}")(**options)
+        bench_dir = getattr(bench, "BENCH_DIR", BENCH_DIR)
+
+        options = {names.get(k, k): v for k, v in vars(args).items() if k not in OUTPUT_OPTIONS}
+        quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+        if verbose:
+            getattr(bench, f"bench_{name}")(**options)
+            return 0
+        log = bench_dir / f"{name}.log"
+        log.unlink(missing_ok=True)
+        started = time.time()
+        try:
+            with output_to(log, stdout=quiet):
+                getattr(bench, f"bench_{name}")(**options)
+        except Exception:
+            print(f"fivek bench {name}: failed; its log is {log}", file=sys.stderr)
+            raise
+        if quiet:
+            written = sorted(p.name for p in bench_dir.glob("*.json") if p.stat().st_mtime >= started - 1)
+            print(f"fivek bench {name}: results in {bench_dir} ({', '.join(written) or 'nothing new'}), log {log}")
+        else:
+            print(f"(TensorFlow's and the libraries' messages: {log})")
         return 0
 
     return run
 
 
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks: progressive, predict, pipeline, faces, gpu (write reports/bench/*.json)")
+    p = sub.add_parser("bench", help="benchmarks: progressive, predict, pipeline, faces, gpu (write reports/bench/*.json, "
+                                     "their logs beside)")
     bench = p.add_subparsers(dest="which", required=True)
 
     b = bench.add_parser("progressive", help="fixed-size vs progressive training on the same data and epochs")
@@ -231,9 +286,29 @@ def _add_bench(sub) -> None:
     b.set_defaults(func=_bench("gpu"))
 
 
+NATIVE_NOISE = ("predict", "weights", "faces")  # commands that start TensorFlow in this process (run and bench keep their own logs)
+
+
+def _native_noise_to_log(args):
+    """For `predict`, `weights` and `faces`: TensorFlow's C++ notes to reports/logs/<command>.log unless --verbose;
+    Python's warnings (an unreadable test image, say) and errors stay on the terminal."""
+    if args.verbose or args.command not in NATIVE_NOISE:
+        return contextlib.nullcontext()
+    from .core.config import REPORTS_DIR
+    from .core.console import output_to
+
+    log = REPORTS_DIR / "logs" / f"{args.command}.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
+    except OSError:  # a read-only project folder (a competition's container): the notes stay on the terminal
+        return contextlib.nullcontext()
+    return output_to(log, python=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fivek", description="fivek: Zalo AI 2021 5K Compliance kit")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
 
     p = sub.add_parser(
         "synth", help="write the synthetic 5K dataset in the official Zalo layout",
@@ -246,13 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("describe", help="print a JSON summary of a dataset in the official layout")
     p.add_argument("dir", help="dataset root holding train/ and/or public_test/")
     p.add_argument("--no-duplicates", action="store_true", help="skip perceptual hashing")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_describe)
 
     p = sub.add_parser("faces", help="find the faces of a split once (cached in data/interim/faces/) and summarise them",
@@ -266,15 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-face-size", type=int, default=20, help="mtcnn: smallest face, pixels of the original photo")
     p.add_argument("--min-confidence", type=float, default=0.9, help="mtcnn: lowest confidence kept")
     p.add_argument("--sample", type=int, default=0, help="only this many images of the split (seeded); 0: all")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_faces)
 
     p = sub.add_parser("run", help="run the numbered notebooks with papermill")
     p.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
     p.add_argument("--only", nargs="*", help="notebook numbers or names, e.g. --only 01 03")
-    p.add_argument("--verbose", action="store_true",
-                   help="papermill's per-cell progress and the kernels' own output on the terminal "
-                        "(by default: one line per notebook; the kernels' output goes to reports/executed/<notebook>.log)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("predict", help="inference only: a test folder -> submission CSV (the competition's predict.sh)")
@@ -285,7 +354,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augmentations (identity flip); default: those the run's thresholds were tuned with")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-probs", action="store_true", help="do not write <out>_probs.csv beside it")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("check-submission", help="validate a submission against its test meta file")
@@ -313,9 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.quiet, args.verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    if args.quiet and args.verbose:  # one given before `bench`'s subcommand, the other after it
+        parser.error("--quiet and --verbose contradict each other: choose one")
+    if args.verbose and not _TF_LOG_LEVEL_SET:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow's own notes, here and in the kernels
     try:
-        rc = args.func(args)
+        with _native_noise_to_log(args):
+            rc = args.func(args)
         return rc if isinstance(rc, int) else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

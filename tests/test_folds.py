@@ -34,6 +34,15 @@ def test_groups_never_cross_folds_and_seed_is_deterministic(real):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     for g in np.unique(groups[dup_rows]):
         assert len(set(a[groups == g])) == 1
+    table = pd.crosstab(a, stratify_key(real))
+    assert (table.max() - table.min() <= 2).all()  # still even with the pairs kept together
+
+
+def test_too_few_groups_for_the_folds_is_a_clear_error(real):
+    with pytest.raises(ValueError, match="4 groups of near-duplicates cannot make 5 folds"):
+        make_folds(real, 5, seed=0, groups=np.arange(len(real)) % 4)
+    with pytest.raises(ValueError, match="3 group ids for"):
+        make_folds(real, 5, seed=0, groups=np.arange(3))
 
 
 def test_holdout_fraction(real):

@@ -114,16 +114,22 @@ def test_setup_cell_puts_an_attached_kit_on_sys_path(bundle, tmp_path):
     cell = tmp_path / "cell.py"
     cell.write_text(kg.setup_cell_source() + "\nimport fivek_utils\nprint(fivek_utils.__file__)\nprint(os.environ['FIVEK_OFFLINE'])\n")
     run_env = {"FIVEK_KAGGLE_ROOT": str(tmp_path / "kaggle"), "PATH": os.environ.get("PATH", "")}
-    lines = subprocess.run([sys.executable, "-S", str(cell)], capture_output=True, text=True, check=True,
-                           env=run_env, cwd=tmp_path).stdout.splitlines()
+    result = subprocess.run([sys.executable, "-S", str(cell)], capture_output=True, text=True, check=True,
+                            env=run_env, cwd=tmp_path)
+    lines = result.stdout.splitlines()
     assert lines[0] == f"fivek kit: {inputs / 'fivek-kit'}"
     assert "fivek kaggle --with-wheels" in lines[1]  # keras-cv & co. cannot import without site-packages
     assert Path(lines[2]).is_relative_to(inputs / "fivek-kit") and lines[3] == "1"
+    # and the cell's own import of the kit says, in one warning, what this image lacks
+    warned = [line for line in result.stderr.splitlines() if "UnsupportedVersionWarning" in line]
+    assert len(warned) == 1 and "keras-cv not installed (supported ==0.9.0)" in warned[0]
 
     # where the kit already imports (this checkout, installed), the cell leaves sys.path alone
-    lines = subprocess.run([sys.executable, str(cell)], capture_output=True, text=True, check=True,
-                           env={**os.environ, **run_env}, cwd=tmp_path).stdout.splitlines()
+    result = subprocess.run([sys.executable, str(cell)], capture_output=True, text=True, check=True,
+                            env={**os.environ, **run_env}, cwd=tmp_path)
+    lines = result.stdout.splitlines()
     assert not lines[0].startswith("fivek kit:") and Path(lines[-2]).is_relative_to(CODE_ROOT)
+    assert "UnsupportedVersionWarning" not in result.stderr  # this environment has the supported versions
 
 
 def test_sources_and_user_are_checked(monkeypatch, tmp_path):

@@ -47,6 +47,7 @@ def smoke_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.compat
 @pytest.mark.xdist_group("smoke")  # one worker runs the smoke pipeline once for all three
 def test_smoke_run_of_every_notebook(smoke_run):
     root, _, result = smoke_run
@@ -88,6 +89,7 @@ def test_smoke_run_of_every_notebook(smoke_run):
 
 
 @pytest.mark.slow
+@pytest.mark.compat
 @pytest.mark.xdist_group("smoke")
 def test_submission_and_predict_command_agree(smoke_run, tmp_path):
     root, env, _ = smoke_run
@@ -113,6 +115,7 @@ def test_submission_and_predict_command_agree(smoke_run, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.compat
 @pytest.mark.xdist_group("smoke")
 def test_unreadable_test_image_still_gets_a_row(smoke_run, tmp_path):
     root, env, _ = smoke_run

@@ -1,5 +1,12 @@
 """Splits a strong competitor would trust: stratified on the joint (mask, distancing) label with
 blanks as their own categories, grouped so near-duplicate images stay in one fold, seeded.
+
+The folds come from scikit-learn's StratifiedGroupKFold with `shuffle=False`, whose greedy
+assignment is the same in every scikit-learn from 1.0 on; the seed enters as a random order of the
+groups. Its own `shuffle=True` is not used: before scikit-learn 1.8 it shuffled the groups' class
+counts without their group ids, so the folds were stratified on the wrong rows (the 1.6 and 1.7 that
+Colab and Kaggle ship split the official label pattern unevenly; scikit-learn PR #32540, issue
+#32478, "Fix shuffle behaviour in StratifiedGroupKFold", 1.8.0 changelog).
 """
 
 from __future__ import annotations
@@ -22,14 +29,26 @@ def duplicate_group_ids(df: pd.DataFrame, *, max_distance: int = 4, progress: bo
 
 
 def make_folds(df: pd.DataFrame, n_splits: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
-    """Fold number (0..n_splits-1) per row with scikit-learn's StratifiedGroupKFold."""
+    """Fold number (0..n_splits-1) per row: stratified on the joint label, every group of rows (near-
+    duplicates) in one fold, the same folds for the same seed on every supported scikit-learn.
+
+    StratifiedGroupKFold (unshuffled) hands the groups to folds greedily, the most lopsided groups
+    first and equal ones in the order of their ids; renaming the groups by a seeded permutation makes
+    that order random (what its shuffle does correctly only from scikit-learn 1.8 on)."""
     strata = stratify_key(df).to_numpy()
     groups = np.arange(len(df)) if groups is None else np.asarray(groups)
+    if len(groups) != len(df):
+        raise ValueError(f"{len(groups)} group ids for {len(df)} rows")
     if len(df) < n_splits:
         raise ValueError(f"{len(df)} rows cannot make {n_splits} folds")
+    _, group_index = np.unique(groups, return_inverse=True)
+    n_groups = int(group_index.max()) + 1
+    if n_groups < n_splits:
+        raise ValueError(f"{n_groups} groups of near-duplicates cannot make {n_splits} folds (a group never spans two)")
+    shuffled_ids = np.random.default_rng(seed).permutation(n_groups)[group_index.ravel()]
     folds = np.full(len(df), -1, dtype=int)
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(df)), strata, groups)):
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=False)
+    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(df)), strata, shuffled_ids)):
         folds[val_idx] = k
     return folds
 

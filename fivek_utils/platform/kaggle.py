@@ -34,6 +34,7 @@ from typing import Any, Mapping
 
 from ..core import config as _config
 from ..core.config import ConfigError, ModelConfigError
+from ..core.versions import SUPPORTED
 from ..modeling.pretrained.sources import pretrained_source, variant_of
 
 __all__ = [
@@ -65,11 +66,11 @@ KERNEL_INPUTS: dict[str, tuple[str, ...]] = {
 CPU_NOTEBOOKS = {"01-eda"}  # no model: keep the weekly GPU quota for the others
 # Dependencies a Kaggle image may lack: (module, distribution, requirement, pure Python)
 WHEELS = (
-    ("keras_cv", "keras-cv", "keras-cv==0.9.0", True),
-    ("imagehash", "ImageHash", "imagehash>=4.3,<5", True),
+    ("keras_cv", "keras-cv", f"keras-cv{SUPPORTED['keras-cv']}", True),
+    ("imagehash", "ImageHash", f"imagehash{SUPPORTED['imagehash']}", True),
     ("pywt", "PyWavelets", "PyWavelets>=1.4", False),  # imagehash's compiled dependency
-    ("papermill", "papermill", "papermill>=2.6,<3", True),  # for `fivek run` inside a notebook
-    ("mtcnn", "mtcnn", "mtcnn==1.0.0", True),  # the face detector, its weights inside the wheel
+    ("papermill", "papermill", f"papermill{SUPPORTED['papermill']}", True),  # for `fivek run` inside a notebook
+    ("mtcnn", "mtcnn", f"mtcnn{SUPPORTED['mtcnn']}", True),  # the face detector, its weights inside the wheel
     ("lz4", "lz4", "lz4>=4", False),  # mtcnn's compiled dependency (its weights are lz4-packed)
 )
 # Python versions of Kaggle images the compiled wheels are fetched for (pip picks the matching one)
@@ -160,7 +161,8 @@ def kernel_metadata(
 # --- the notebook cells only the bundle has -------------------------------------------------
 def setup_cell_source(*, link_runs: bool = False, offline: bool = True) -> str:
     """The first code cell of a bundled notebook: the attached kit on sys.path, missing
-    dependencies from its wheels/, FIVEK_OFFLINE when the internet is off. Stdlib only."""
+    dependencies from its wheels/, FIVEK_OFFLINE when the internet is off, then the kit's import,
+    which warns once if the image's packages are outside the versions the kit is tested with."""
     wheel_map = {module: dist for module, dist, _req, _pure in WHEELS}
     lines = [
         "# Kaggle set-up (added by `fivek kaggle`, not in the repository's notebooks): make the attached",
@@ -187,6 +189,8 @@ def setup_cell_source(*, link_runs: bool = False, offline: bool = True) -> str:
         "elif _missing:",
         '    print("fivek: not installed:", ", ".join(_missing), "- pip install them with the internet on, "',
         '          "or rebuild the kit with `fivek kaggle --with-wheels`")',
+        "# one plain warning here if this image's packages are outside the versions the kit is tested with",
+        "import fivek_utils",
     ]
     if offline:  # early in the cell: as its last line, the notebook would display the value
         lines.insert(5, 'os.environ.setdefault("FIVEK_OFFLINE", "1")  # internet off: downloads fail at once, saying what to attach')

@@ -8,16 +8,17 @@ in a section that its notebook does not declare is an error: it is almost always
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
-import sys
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import pandas as pd
 
 from ..core.config import EXECUTED_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, ConfigError, load_yaml, resolve_path
+from ..core.console import output_to
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})-[\w-]+\.ipynb$")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in kernel tracebacks
@@ -115,22 +116,11 @@ def prepare(pipeline: dict) -> None:
             export_automl_savedmodel(out, **spec)
 
 
-@contextlib.contextmanager
-def kernel_output_to(log_path: Path) -> Iterator[None]:
+def kernel_output_to(log_path: Path):
     """Send what the kernels write to stderr (TensorFlow's start-up notes, Jupyter's warnings, the
-    shutdown's KeyboardInterrupt) to `log_path` instead of the terminal. Kernels inherit this
-    process's stderr, so its file descriptor is pointed at the log while they run."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+    shutdown's KeyboardInterrupt) to `log_path` instead of the terminal (kernels inherit this
+    process's stderr; `core.console.output_to` points its file descriptor at the log)."""
+    return output_to(log_path)
 
 
 def notebook_result(notebook: Path, params: dict) -> str:
@@ -165,12 +155,14 @@ def run_notebooks(
     output_dir: Path = EXECUTED_DIR,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     verbose: bool = False,
+    quiet: bool = False,
     kernel_name: str | None = None,
 ) -> list[Path]:
     """Run the selected notebooks in order; stop at the first failure with `PipelineError`.
 
-    Prints one line per notebook with its time and result. The executed copies keep every output;
-    what the kernels write to stderr goes to `<output_dir>/<notebook>.log` (to the terminal, with
+    Prints one line per notebook with its time and result (`quiet`: only those lines, each once its
+    notebook has ended, and not what `prepare` says). The executed copies keep every output; what
+    the kernels write to stderr goes to `<output_dir>/<notebook>.log` (to the terminal, with
     papermill's progress bars, when `verbose`).
     """
     import papermill
@@ -184,13 +176,16 @@ def run_notebooks(
     params = {nb: notebook_params(pipeline, nb) for nb in notebooks}
     output_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if verbose else kernel_output_to(output_dir / "prepare.log"):
-        prepare(pipeline)
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            prepare(pipeline)
     done = []
     width = max(len(nb.stem) for nb in notebooks)
     for i, nb in enumerate(notebooks, start=1):
         out, log = output_dir / nb.name, output_dir / f"{nb.stem}.log"
         log.unlink(missing_ok=True)
-        print(f"[{i}/{len(notebooks)}] {nb.stem:<{width}} ", end="", flush=True)
+        head = f"[{i}/{len(notebooks)}] {nb.stem:<{width}} "
+        if not quiet:  # the line's start now, its end when the notebook ends; quiet: all of it then
+            print(head, end="", flush=True)
         t0 = time.time()
         try:
             with contextlib.nullcontext() if verbose else kernel_output_to(log):
@@ -199,13 +194,13 @@ def run_notebooks(
                     kernel_name=kernel_name, request_save_on_cell_execute=True,
                 )
         except PapermillExecutionError as exc:
-            print(f"FAILED after {time.time() - t0:.0f} s", flush=True)
+            print(f"{head if quiet else ''}FAILED after {time.time() - t0:.0f} s", flush=True)
             trace = [ANSI.sub("", line) for line in (exc.traceback or [])]
             raise PipelineError(
                 f"{nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): {exc.ename}: {exc.evalue}\n"
                 + "".join(trace[-3:]).rstrip() + f"\nthe executed copy with the traceback is {out}"
                 + ("" if verbose else f"; the kernel's log is {log}")
             ) from exc
-        print(f"{time.time() - t0:5.0f} s  {notebook_result(nb, params[nb])}", flush=True)
+        print(f"{head if quiet else ''}{time.time() - t0:5.0f} s  {notebook_result(nb, params[nb])}", flush=True)
         done.append(out)
     return done
