@@ -38,6 +38,11 @@ Face sizes are after the letterbox to the training size (the longer side becomes
 """
 
 
+WAIT_HELP = ("when another process is writing the same run folders or submission, wait for it to finish "
+             "(default: refuse at once, naming it; FIVEK_WAIT=1 does the same)")
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: try again later
+
+
 def _cmd_synth(args) -> int:
     from .data.synth import generate_dataset
 
@@ -58,7 +63,7 @@ def _cmd_run(args) -> int:
     from .core.config import EXECUTED_DIR, FIGURES_DIR, MODELS_DIR, SUBMISSIONS_DIR
     from .workflows.runner import run_notebooks
 
-    done = run_notebooks(args.config, args.only, verbose=args.verbose)
+    done = run_notebooks(args.config, args.only, verbose=args.verbose, wait=args.wait)
     print(f"\n{len(done)} notebook(s) ran. Outputs:")
     print(f"  executed notebooks  {EXECUTED_DIR}")
     print(f"  figures             {FIGURES_DIR}")
@@ -68,11 +73,14 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .modeling.inference import load_ensemble
-    from .workflows.predict import predict_submission
+    from .core.locks import hold_lock
 
-    summary = predict_submission(load_ensemble(args.models), args.test_dir, args.out, tta=args.tta,
-                                 batch_size=args.batch_size, probabilities=not args.no_probs, progress=not args.quiet)
+    with hold_lock(args.out, wait=args.wait):  # refused at once, before TensorFlow loads, if another writes it
+        from .modeling.inference import load_ensemble
+        from .workflows.predict import predict_submission
+
+        summary = predict_submission(load_ensemble(args.models), args.test_dir, args.out, tta=args.tta,
+                                     batch_size=args.batch_size, probabilities=not args.no_probs, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -244,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="papermill's per-cell progress and the kernels' own output on the terminal "
                         "(by default: one line per notebook; the kernels' output goes to reports/executed/<notebook>.log)")
+    p.add_argument("--wait", action="store_true", default=None, help=WAIT_HELP)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("predict", help="inference only: a test folder -> submission CSV (the competition's predict.sh)")
@@ -254,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augmentations (identity flip); default: those the run's thresholds were tuned with")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-probs", action="store_true", help="do not write <out>_probs.csv beside it")
+    p.add_argument("--wait", action="store_true", default=None, help=WAIT_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)
 
@@ -290,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line for expected failures, traceback with FIVEK_DEBUG
+        from .core.locks import FolderBusyError
+
+        if isinstance(exc, FolderBusyError) and not os.environ.get("FIVEK_DEBUG"):
+            print(f"fivek {args.command}: {exc}", file=sys.stderr)
+            return EXIT_BUSY
+
         from .core.config import ConfigError  # model and pretrained-weights errors are ConfigErrors too
         from .data.meta import DataValidationError
         from .data.submission import SubmissionError

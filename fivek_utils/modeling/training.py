@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..core.config import CACHE_DIR, Config, ConfigError
 from ..core.io import atomic_group, atomic_write_json, save_keras
+from ..core.locks import holds_lock
 from ..core.labels import HEADS
 from ..core.metrics import evaluate, f1_5k, summary_row
 from ..data.images import load_images
@@ -339,6 +340,7 @@ def fit_phase(
     )
 
 
+@holds_lock(lambda a: a["run_dir"] or a["cfg"].run_dir)
 def train_two_phase(
     model: keras.Model,
     train: TrainingData,

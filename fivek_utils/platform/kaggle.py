@@ -69,6 +69,7 @@ WHEELS = (
     ("imagehash", "ImageHash", "imagehash>=4.3,<5", True),
     ("pywt", "PyWavelets", "PyWavelets>=1.4", False),  # imagehash's compiled dependency
     ("papermill", "papermill", "papermill>=2.6,<3", True),  # for `fivek run` inside a notebook
+    ("filelock", "filelock", "filelock>=3.12,<5", True),  # run-folder locks (Kaggle's image has it; in case)
 )
 # Python versions of Kaggle images the compiled wheels are fetched for (pip picks the matching one)
 KAGGLE_PYTHONS = ("3.10", "3.11", "3.12")

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from ..core.io import atomic_write_text
+from ..core.locks import holds_lock
 from ..data.meta import DataValidationError, read_meta
 from ..data.submission import check_submission, write_submission
 from ..modeling.inference import Ensemble, predict_split
@@ -36,6 +37,7 @@ def read_test_folder(test_dir: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     return meta, metas[0]
 
 
+@holds_lock(lambda a: a["out"])
 def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str | os.PathLike, *, tta=None,
                        batch_size: int = 64, probabilities: bool = True, progress: bool = True) -> dict:
     """Predict every image of `test_dir` with the run's ensemble and write the submission, its

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..core.config import REPORTS_DIR, Config
 from ..core.io import atomic_write_csv, atomic_write_json, save_keras
+from ..core.locks import holds_lock
 from ..core.labels import HEADS, combine_5k
 from ..core.metrics import base_rates, fallback_5k
 from ..data.folds import duplicate_group_ids, fold_table, holdout_split
@@ -46,6 +47,7 @@ def write_inference_info(run: Path, *, image_size: int, tta: list[str], train_la
     })
 
 
+@holds_lock(lambda a: a["cfg"].run_dir)
 def save_run(
     cfg: Config,
     model: keras.Model | None,

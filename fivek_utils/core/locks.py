@@ -1,0 +1,216 @@
+"""One writer per run folder: file locks (the `filelock` library) that die with their process.
+
+A run folder (`models/<run>/`, with `reports/<run>/`), a submission file, a prepared dataset or a
+decode-cache entry is written by one process at a time. Its lock is a file beside it
+(`models/.02-baseline-b0.lock`), locked with the operating system's `flock`: the lock goes away
+when its holder exits, however it exits (a crash or `kill -9` never leaves a stale lock). Beside
+it, `<lock>.json` says who holds it (PID, host, since when, what command), so a second process
+is refused at once with one line naming the folder and the holder, or waits for it when asked
+(`wait=True`, `fivek run --wait`, or `FIVEK_WAIT=1` in the environment, e.g. in a notebook).
+
+Locks are re-entrant within a process. `fivek run` takes the locks of every notebook it will
+run before writing anything and lends them to its notebook kernels (child processes, which
+cannot share an `flock`): the kernels recognise their runner's locks by a token the runner
+puts in their environment (`FIVEK_LOCK_TOKEN`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from .io import atomic_write_text
+
+TOKEN_ENV = "FIVEK_LOCK_TOKEN"  # set by `fivek run` for its kernels
+WAIT_ENV = "FIVEK_WAIT"  # "1": wait for a busy lock instead of refusing
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the lock; the message names the folder, the holder and what to do."""
+
+
+@dataclass
+class _Held:
+    count: int
+    lock: object | None  # the FileLock, or None when our parent (`fivek run`) holds it for us
+
+
+_HELD: dict[str, _Held] = {}
+_REGISTRY_LOCK = threading.RLock()
+
+
+def lock_file(target: str | os.PathLike) -> Path:
+    """Where the lock of a folder or file lives: beside it, `.<name>.lock` (removing the folder
+    itself, e.g. to start a run over, never removes a lock that another process holds)."""
+    target = Path(os.path.abspath(os.path.expanduser(str(target))))
+    return target.parent / f".{target.name}.lock"
+
+
+def _holder_file(lock: Path) -> Path:
+    return lock.with_name(lock.name + ".json")
+
+
+def _command() -> str:
+    """What this process is, in a few words, for the holder record."""
+    if "ipykernel" in sys.modules:
+        return "a notebook kernel"
+    argv = list(sys.argv) or ["python"]
+    head = Path(argv[0]).name
+    if head in ("fivek", "cli.py", "__main__.py"):
+        head = "fivek"
+    text = " ".join([head, *argv[1:]])
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _read_holder(lock: Path) -> dict:
+    try:
+        info = json.loads(_holder_file(lock).read_text())
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_holder(lock: Path, token: str | None) -> None:
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": _command()}
+    if token:
+        info["token"] = token
+    try:  # the record only explains a refusal; the lock itself is the flock
+        atomic_write_text(_holder_file(lock), json.dumps(info) + "\n")
+    except OSError:
+        pass
+
+
+def describe_holder(info: dict) -> str:
+    """'PID 123 on host "box" since 2026-01-01 10:00:00 (fivek run ...)' from a holder record."""
+    if not info.get("pid"):
+        return "another process (its holder record is not written yet)"
+    return (f"PID {info['pid']} on host \"{info.get('host', '?')}\" since {info.get('since', '?')}"
+            f" ({info.get('command', '?')})")
+
+
+def _busy_message(target: Path, info: dict) -> str:
+    return (f"{target} is in use by {describe_holder(info)}: one run writes a folder at a time. Wait for it to "
+            f"finish or stop it, or run again with --wait (FIVEK_WAIT=1 in a notebook) to start when it is free")
+
+
+def _wanted_wait(wait: bool | None) -> bool:
+    if wait is not None:
+        return bool(wait)
+    return os.environ.get(WAIT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _acquire(target: Path, *, wait: bool, token: str | None) -> _Held:
+    """Take the lock of `target` (not yet held by this process)."""
+    from filelock import FileLock, Timeout
+
+    path = lock_file(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        info = _read_holder(path)
+        mine = os.environ.get(TOKEN_ENV)
+        if mine and info.get("token") == mine:  # `fivek run` holds it for this kernel
+            return _Held(1, None)
+        if not wait:
+            raise FolderBusyError(_busy_message(target, info)) from None
+        print(f"waiting for {target}: in use by {describe_holder(info)}", file=sys.stderr, flush=True)
+        lock.acquire(timeout=-1)
+    _write_holder(path, token)
+    return _Held(1, lock)
+
+
+def _release(key: str) -> None:
+    with _REGISTRY_LOCK:
+        held = _HELD[key]
+        held.count -= 1
+        if held.count:
+            return
+        del _HELD[key]
+    if held.lock is not None:
+        held.lock.release()
+
+
+@contextlib.contextmanager
+def hold_lock(target: str | os.PathLike, *, wait: bool | None = None) -> Iterator[Path]:
+    """Hold the lock of `target` (a run folder or an output file) for the block.
+
+    Refuses at once with `FolderBusyError` when another process holds it, or waits for it when
+    `wait` is true (default: the `FIVEK_WAIT` environment variable). Re-entrant in a process.
+    """
+    with hold_locks([target], wait=wait):
+        yield Path(target)
+
+
+@contextlib.contextmanager
+def hold_locks(targets: Iterable[str | os.PathLike], *, wait: bool | None = None,
+               lend_to_children: bool = False) -> Iterator[None]:
+    """Hold the locks of all `targets` for the block, or none of them: a busy one releases those
+    already taken and refuses (or, with `wait`, is waited for; the locks are taken in sorted
+    order, so two waiting processes cannot deadlock).
+
+    `lend_to_children`: child processes started in the block (with this environment) may write
+    these targets as if they held the locks (how `fivek run` shares its locks with its kernels).
+    """
+    keys = sorted({str(Path(os.path.abspath(os.path.expanduser(str(t))))) for t in targets})
+    wait = _wanted_wait(wait)
+    token = uuid.uuid4().hex if lend_to_children else None
+    taken: list[str] = []
+    try:
+        for key in keys:
+            with _REGISTRY_LOCK:
+                held = _HELD.get(key)
+                if held is not None:
+                    held.count += 1
+            if held is None:
+                held = _acquire(Path(key), wait=wait, token=token)
+                with _REGISTRY_LOCK:
+                    _HELD[key] = held
+            elif token and held.lock is not None:
+                _write_holder(lock_file(key), token)  # already ours: lend it too
+            taken.append(key)
+        saved = os.environ.get(TOKEN_ENV)
+        if token:
+            os.environ[TOKEN_ENV] = token
+        try:
+            yield
+        finally:
+            if token:
+                if saved is None:
+                    os.environ.pop(TOKEN_ENV, None)
+                else:
+                    os.environ[TOKEN_ENV] = saved
+    finally:
+        for key in reversed(taken):
+            _release(key)
+
+
+def holds_lock(target: Callable[[dict], str | os.PathLike]) -> Callable:
+    """Decorator: hold the lock of `target(arguments)` while the function runs; `arguments` are
+    the call's arguments by name, defaults included (e.g. `lambda a: a["run_dir"] or a["cfg"].run_dir`)."""
+    def decorate(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            with hold_lock(target(bound.arguments)):
+                return fn(*args, **kwargs)
+
+        return run
+
+    return decorate
