@@ -40,7 +40,7 @@ Face sizes are after the letterbox to the training size (the longer side becomes
 
 WAIT_HELP = ("when another process is writing the same run folders or submission, wait for it to finish "
              "(default: refuse at once, naming it; FIVEK_WAIT=1 does the same)")
-EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: try again later
+EXIT_BUSY, EXIT_DISK_FULL = 75, 74  # sysexits' EX_TEMPFAIL (try again later) and EX_IOERR
 
 
 def _cmd_synth(args) -> int:
@@ -300,11 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line for expected failures, traceback with FIVEK_DEBUG
+        from .core.io import disk_full_error
         from .core.locks import FolderBusyError
 
-        if isinstance(exc, FolderBusyError) and not os.environ.get("FIVEK_DEBUG"):
-            print(f"fivek {args.command}: {exc}", file=sys.stderr)
-            return EXIT_BUSY
+        full = disk_full_error(exc)  # ENOSPC/EDQUOT from any write, said in one line
+        if (full is not None or isinstance(exc, FolderBusyError)) and not os.environ.get("FIVEK_DEBUG"):
+            print(f"fivek {args.command}: {full or exc}", file=sys.stderr)
+            return EXIT_DISK_FULL if full is not None else EXIT_BUSY
 
         from .core.config import ConfigError  # model and pretrained-weights errors are ConfigErrors too
         from .data.meta import DataValidationError

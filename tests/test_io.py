@@ -110,3 +110,16 @@ def test_full_disk_errors_are_recognised_however_a_library_words_them():
     assert disk_full_error(OSError(errno.EACCES, "Permission denied")) is None
     assert disk_full_error(ValueError("28 rows")) is None
 
+
+def test_the_command_line_says_a_full_disk_in_one_line(monkeypatch, capsys, tmp_path):
+    from fivek_utils import cli
+    from fivek_utils.data import describe
+
+    def fill(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.json"))
+
+    monkeypatch.setattr(describe, "describe_dataset", fill)
+    assert cli.main(["describe", str(tmp_path)]) == 74
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"fivek describe: no space left on device: cannot write {tmp_path / 'out.json'} (")
+    assert len(err.splitlines()) == 1

@@ -191,18 +191,21 @@ def _read_cache(cache: Path) -> DecodedImages:
 
 
 def _decode_to_cache(paths, size: int, cache: Path, **kwargs) -> DecodedImages:
-    from ..core.io import atomic_path
+    from ..core.io import DiskFullError, atomic_path
 
     decoded = decode_images(paths, size, **kwargs)
-    with atomic_path(cache) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                images=decoded.images,
-                ok=decoded.ok,
-                err_rows=np.array(list(decoded.errors), dtype=np.int64),
-                err_msgs=np.array(list(decoded.errors.values()), dtype=str),
-            )
+    try:
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh,
+                    images=decoded.images,
+                    ok=decoded.ok,
+                    err_rows=np.array(list(decoded.errors), dtype=np.int64),
+                    err_msgs=np.array(list(decoded.errors.values()), dtype=str),
+                )
+    except DiskFullError as exc:  # the decode is in memory: a cache that does not fit costs a decode next time
+        warnings.warn(f"decoded images not cached: {exc}", stacklevel=3)
     return decoded
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import PROCESSED_DATA_DIR, Config, ConfigError
-from ..core.io import atomic_path, atomic_write_csv, save_keras
+from ..core.io import atomic_group, atomic_path, atomic_write_csv, save_keras
 from ..core.locks import holds_lock
 from ..core.labels import HEADS
 from ..core.metrics import evaluate, tune_thresholds
@@ -224,6 +224,7 @@ def kfold_data(cfg: Config, holdout_fraction: float = 0.0, *, progress: bool = T
 
 
 @holds_lock(lambda a: a["cfg"].run_dir)
+@atomic_group()
 def save_kfold(cfg: Config, split: KFoldData, result: KFoldResult, thresholds: dict, metrics: pd.DataFrame,
                gains: pd.DataFrame) -> dict[str, Path]:
     """Everything notebook 06 and `fivek predict` need, written once: the run's config, thresholds,

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..core.config import (EXECUTED_DIR, MODELS_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, ConfigError, load_yaml,
                            resolve_path)
+from ..core.io import DiskFullError, disk_full_error, free_space
 from ..core.locks import hold_locks
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})-[\w-]+\.ipynb$")
@@ -185,6 +186,18 @@ def notebook_result(notebook: Path, params: dict) -> str:
     return ""
 
 
+def kernel_disk_full(exc) -> str | None:
+    """The one-line story of a notebook that failed because the disk was full (a `DiskFullError`
+    from the kit's writes, or an OSError ENOSPC/EDQUOT from anything else), else None."""
+    if exc.ename == "DiskFullError":
+        return exc.evalue
+    named = re.search(r"\[Errno \d+\] [^:]+: '([^']+)'", exc.evalue or "")
+    full = disk_full_error(RuntimeError(exc.evalue or ""), named.group(1) if named else None)
+    if full is None:
+        return None
+    return str(full) if named else f"{exc.ename}: {exc.evalue} ({free_space(PROJ_ROOT)})"
+
+
 def run_notebooks(
     config: str | os.PathLike,
     only: Iterable[str] | None = None,
@@ -201,6 +214,7 @@ def run_notebooks(
     what the kernels write to stderr goes to `<output_dir>/<notebook>.log` (to the terminal, with
     papermill's progress bars, when `verbose`). Another run writing the same notebooks' outputs:
     `FolderBusyError` before anything is written, or with `wait` (default: `FIVEK_WAIT`), wait for it.
+    A full disk: `DiskFullError`, one line.
     """
     pipeline = load_yaml(config)
     notebooks = select_notebooks(list_notebooks(notebooks_dir), only)
@@ -235,6 +249,9 @@ def _execute(pipeline: dict, notebooks: list[Path], params: dict[Path, dict], *,
                 )
         except PapermillExecutionError as exc:
             print(f"FAILED after {time.time() - t0:.0f} s", flush=True)
+            full = kernel_disk_full(exc)
+            if full is not None:
+                raise DiskFullError(f"{nb.name} stopped in cell {exc.exec_count}: {full} (the executed copy is {out})") from exc
             trace = [ANSI.sub("", line) for line in (exc.traceback or [])]
             raise PipelineError(
                 f"{nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): {exc.ename}: {exc.evalue}\n"
