@@ -10,8 +10,9 @@ is refused at once with one line naming the folder and the holder, or waits for 
 
 Locks are re-entrant within a process. `fivek run` takes the locks of every notebook it will
 run before writing anything and lends them to its notebook kernels (child processes, which
-cannot share an `flock`): the kernels recognise their runner's locks by a token the runner
-puts in their environment (`FIVEK_LOCK_TOKEN`).
+cannot share an `flock`): it names the lent locks and itself in their environment
+(`FIVEK_LOCKS_LENT`), and a kernel whose parent is that process writes under them. Nothing of
+the loan is on disk, so it holds on a full disk too.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .io import atomic_write_text
 
-TOKEN_ENV = "FIVEK_LOCK_TOKEN"  # set by `fivek run` for its kernels
+LENT_ENV = "FIVEK_LOCKS_LENT"  # set by `fivek run` for its kernels: {"pid": its PID, "paths": [...]}
 WAIT_ENV = "FIVEK_WAIT"  # "1": wait for a busy lock instead of refusing
 
 
@@ -81,21 +81,29 @@ def _read_holder(lock: Path) -> dict:
         return {}
 
 
-def _write_holder(lock: Path, token: str | None) -> None:
+def _write_holder(lock: Path) -> None:
     info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": _command()}
-    if token:
-        info["token"] = token
     try:  # the record only explains a refusal; the lock itself is the flock
         atomic_write_text(_holder_file(lock), json.dumps(info) + "\n")
-    except OSError:
-        pass
+    except OSError:  # a full disk, say: better no record than the previous holder's
+        with contextlib.suppress(OSError):
+            _holder_file(lock).unlink(missing_ok=True)
+
+
+def _lent_to_us(key: str) -> bool:
+    """Whether our parent process holds this lock and lent it to us (`hold_locks(lend_to_children=True)`)."""
+    try:
+        lent = json.loads(os.environ.get(LENT_ENV) or "{}")
+    except ValueError:
+        return False
+    return lent.get("pid") == os.getppid() and key in lent.get("paths", ())
 
 
 def describe_holder(info: dict) -> str:
     """'PID 123 on host "box" since 2026-01-01 10:00:00 (fivek run ...)' from a holder record."""
     if not info.get("pid"):
-        return "another process (its holder record is not written yet)"
+        return "another process (no holder record: it is starting, or could not write one)"
     return (f"PID {info['pid']} on host \"{info.get('host', '?')}\" since {info.get('since', '?')}"
             f" ({info.get('command', '?')})")
 
@@ -111,7 +119,7 @@ def _wanted_wait(wait: bool | None) -> bool:
     return os.environ.get(WAIT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _acquire(target: Path, *, wait: bool, token: str | None) -> _Held:
+def _acquire(target: Path, *, wait: bool) -> _Held:
     """Take the lock of `target` (not yet held by this process)."""
     from filelock import FileLock, Timeout
 
@@ -121,15 +129,14 @@ def _acquire(target: Path, *, wait: bool, token: str | None) -> _Held:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        info = _read_holder(path)
-        mine = os.environ.get(TOKEN_ENV)
-        if mine and info.get("token") == mine:  # `fivek run` holds it for this kernel
+        if _lent_to_us(str(target)):  # `fivek run` holds it for this kernel
             return _Held(1, None)
+        info = _read_holder(path)
         if not wait:
             raise FolderBusyError(_busy_message(target, info)) from None
         print(f"waiting for {target}: in use by {describe_holder(info)}", file=sys.stderr, flush=True)
         lock.acquire(timeout=-1)
-    _write_holder(path, token)
+    _write_holder(path)
     return _Held(1, lock)
 
 
@@ -167,7 +174,6 @@ def hold_locks(targets: Iterable[str | os.PathLike], *, wait: bool | None = None
     """
     keys = sorted({str(Path(os.path.abspath(os.path.expanduser(str(t))))) for t in targets})
     wait = _wanted_wait(wait)
-    token = uuid.uuid4().hex if lend_to_children else None
     taken: list[str] = []
     try:
         for key in keys:
@@ -176,23 +182,21 @@ def hold_locks(targets: Iterable[str | os.PathLike], *, wait: bool | None = None
                 if held is not None:
                     held.count += 1
             if held is None:
-                held = _acquire(Path(key), wait=wait, token=token)
+                held = _acquire(Path(key), wait=wait)
                 with _REGISTRY_LOCK:
                     _HELD[key] = held
-            elif token and held.lock is not None:
-                _write_holder(lock_file(key), token)  # already ours: lend it too
             taken.append(key)
-        saved = os.environ.get(TOKEN_ENV)
-        if token:
-            os.environ[TOKEN_ENV] = token
+        saved = os.environ.get(LENT_ENV)
+        if lend_to_children:
+            os.environ[LENT_ENV] = json.dumps({"pid": os.getpid(), "paths": keys})
         try:
             yield
         finally:
-            if token:
+            if lend_to_children:
                 if saved is None:
-                    os.environ.pop(TOKEN_ENV, None)
+                    os.environ.pop(LENT_ENV, None)
                 else:
-                    os.environ[TOKEN_ENV] = saved
+                    os.environ[LENT_ENV] = saved
     finally:
         for key in reversed(taken):
             _release(key)
