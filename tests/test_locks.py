@@ -169,3 +169,36 @@ def test_the_runner_lends_its_lock_to_its_kernel_and_refuses_a_second_run(tmp_pa
     finally:
         release(p)
     assert not (executed / "01-write.ipynb").exists() and not (executed / "01-write.log").exists()
+
+
+FILL = """
+import hashlib, json, sys, time
+from pathlib import Path
+go = Path(sys.argv[1])
+while not go.exists():  # both processes start filling together
+    time.sleep(0.01)
+from fivek_utils.data.images import load_images
+from fivek_utils.data.synth import ensure_dataset
+made = ensure_dataset(sys.argv[2], n_train=12, n_test=4, seed=3, workers=1, progress=False)
+images = sorted(str(p) for p in Path(sys.argv[2], "train", "images").glob("*.jpg"))
+decoded = load_images(images, 32, cache_dir=sys.argv[3], num_workers=1, progress=False)
+print(json.dumps({"reused": bool(made.get("reused")), "pixels": hashlib.sha1(decoded.images.tobytes()).hexdigest()}))
+"""
+
+
+def test_two_processes_filling_the_dataset_and_the_decode_cache_at_once_make_them_once(tmp_path):
+    import json
+
+    args = [sys.executable, "-c", FILL, str(tmp_path / "go"), str(tmp_path / "synth"), str(tmp_path / "cache")]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=config.CODE_ROOT)
+             for _ in range(2)]
+    (tmp_path / "go").touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    made = [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
+    assert sorted(m["reused"] for m in made) == [False, True]  # one wrote the dataset, the other waited and reused it
+    assert made[0]["pixels"] == made[1]["pixels"]
+    assert len(list((tmp_path / "synth" / "train" / "images").glob("*.jpg"))) == 12
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith((".lock", ".lock.json"))] \
+        == [next((tmp_path / "cache").glob("*.npz")).name]  # one cache entry, no temporary file
+    assert not [p for p in (tmp_path / "synth").iterdir() if p.name.startswith(".") and ".lock" not in p.name]
