@@ -80,7 +80,8 @@ def _cmd_predict(args) -> int:
         from .workflows.predict import predict_submission
 
         summary = predict_submission(load_ensemble(args.models), args.test_dir, args.out, tta=args.tta,
-                                     batch_size=args.batch_size, probabilities=not args.no_probs, progress=not args.quiet)
+                                     batch_size=args.batch_size, probabilities=not args.no_probs,
+                                     progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
 

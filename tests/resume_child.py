@@ -49,8 +49,13 @@ def train(run_dir: Path):
     from fivek_utils.modeling.backbones import tiny_backbone
     from fivek_utils.modeling.models import build_model
     from fivek_utils.modeling.pipeline import make_train_dataset
-    from fivek_utils.modeling.training import (BestCheckpoint, compile_model, fit_resumable, make_optimizer,
-                                               warmup_cosine)
+    from fivek_utils.modeling.training import (
+        BestCheckpoint,
+        compile_model,
+        fit_resumable,
+        make_optimizer,
+        warmup_cosine,
+    )
 
     keras.utils.set_random_seed(0)
     train_data, val = data(N_TRAIN, 0), data(16, 1)

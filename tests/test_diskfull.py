@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-
 from test_locks import write_notebook
 
 DRIVER = Path(__file__).with_name("diskfull_driver.py")

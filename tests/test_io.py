@@ -10,8 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fivek_utils.core.io import (DiskFullError, atomic_group, atomic_path, atomic_write_csv, atomic_write_json,
-                                 atomic_write_text, disk_full_error, staged_folder)
+from fivek_utils.core.io import (
+    DiskFullError,
+    atomic_group,
+    atomic_path,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+    disk_full_error,
+    staged_folder,
+)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

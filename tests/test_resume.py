@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-
 import resume_child as child
+
 from fivek_utils.core import config
 from fivek_utils.core.metrics import f1_5k
 from fivek_utils.modeling.inference import predict_probs

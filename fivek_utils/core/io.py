@@ -77,7 +77,8 @@ def free_space(path: str | os.PathLike) -> str:
     return f"{free} free on {mount}"
 
 
-def disk_full_error(exc: BaseException, path: str | os.PathLike | None = None, kept: str | None = None) -> DiskFullError | None:
+def disk_full_error(exc: BaseException, path: str | os.PathLike | None = None,
+                    kept: str | None = None) -> DiskFullError | None:
     """`exc` as a one-line `DiskFullError` naming `path` (or the file the error names) and the free
     space there, with `kept` (what was left as it was) appended; None when `exc` is another error."""
     if isinstance(exc, DiskFullError):

@@ -19,8 +19,8 @@ import pandas as pd
 
 from ..core.config import CACHE_DIR, Config, ConfigError
 from ..core.io import atomic_group, atomic_write_json, save_keras
-from ..core.locks import holds_lock
 from ..core.labels import HEADS
+from ..core.locks import holds_lock
 from ..core.metrics import evaluate, f1_5k, summary_row
 from ..data.images import load_images
 from ..data.meta import label_array, load_meta
@@ -288,7 +288,7 @@ def fit_resumable(
         if len(row):
             best.catch_up(model, start - 1, row.iloc[-1].to_dict())
     if start < end and not backup.stopped:
-        early = [keras.callbacks.EarlyStopping("val_f1_5k", mode="max", patience=patience)] if patience is not None else []
+        early = [] if patience is None else [keras.callbacks.EarlyStopping("val_f1_5k", mode="max", patience=patience)]
         backup.early_stopping = early[0] if early else None
         all_callbacks = [  # order matters at an epoch's end: the log, then the backup, then the best checkpoint
             EpochTimer(images_per_epoch),

@@ -22,8 +22,8 @@ import pandas as pd
 
 from ..core.config import PROCESSED_DATA_DIR, Config, ConfigError
 from ..core.io import atomic_group, atomic_path, atomic_write_csv, save_keras
-from ..core.locks import holds_lock
 from ..core.labels import HEADS
+from ..core.locks import holds_lock
 from ..core.metrics import evaluate, tune_thresholds
 from ..data.folds import duplicate_group_ids, holdout_split, make_folds, save_folds
 from ..modeling.inference import check_tta, predict_tta, save_ensemble

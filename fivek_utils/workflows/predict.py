@@ -53,7 +53,8 @@ def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str
     }
     with atomic_group():  # the three files are replaced together, or (a full disk) none is
         out = write_submission(pred.frame, out, probabilities=probabilities)
-        record_path = atomic_write_text(out.with_name(f"{out.stem}_config.yaml"), yaml.safe_dump(record, sort_keys=False))
+        record_path = atomic_write_text(out.with_name(f"{out.stem}_config.yaml"),
+                                        yaml.safe_dump(record, sort_keys=False))
     return {**check_submission(out, meta_path), "record": str(record_path), "models": len(ensemble.models), "tta": tta,
             "fallback_rows": len(pred.failed), "seconds": round(pred.seconds, 1),
             "images_per_second": round(len(meta) / max(pred.seconds, 1e-9), 1)}

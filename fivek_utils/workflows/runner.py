@@ -22,8 +22,7 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
-from ..core.config import (EXECUTED_DIR, MODELS_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, ConfigError, load_yaml,
-                           resolve_path)
+from ..core.config import EXECUTED_DIR, MODELS_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, ConfigError, load_yaml, resolve_path
 from ..core.io import DiskFullError, disk_full_error, free_space
 from ..core.locks import hold_locks
 
@@ -157,8 +156,8 @@ def notebook_outputs(notebooks: list[Path], params: dict[Path, dict], output_dir
     for nb in notebooks:
         targets.append(output_dir / nb.name)
         declared = declared_parameters(nb)
-        for name in declared:
-            value = param_value(declared, params[nb], name) if name == "run_name" or name.endswith("submission_file") else None
+        for name in (n for n in declared if n == "run_name" or n.endswith("submission_file")):
+            value = param_value(declared, params[nb], name)
             if value not in (None, "", "None"):
                 targets.append(MODELS_DIR / str(value) if name == "run_name" else resolve_path(value))
     return targets
@@ -251,7 +250,8 @@ def _execute(pipeline: dict, notebooks: list[Path], params: dict[Path, dict], *,
             print(f"FAILED after {time.time() - t0:.0f} s", flush=True)
             full = kernel_disk_full(exc)
             if full is not None:
-                raise DiskFullError(f"{nb.name} stopped in cell {exc.exec_count}: {full} (the executed copy is {out})") from exc
+                raise DiskFullError(f"{nb.name} stopped in cell {exc.exec_count}: {full} "
+                                    f"(the executed copy is {out})") from exc
             trace = [ANSI.sub("", line) for line in (exc.traceback or [])]
             raise PipelineError(
                 f"{nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): {exc.ename}: {exc.evalue}\n"

@@ -19,8 +19,8 @@ import pandas as pd
 
 from ..core.config import REPORTS_DIR, Config
 from ..core.io import atomic_group, atomic_write_csv, atomic_write_json, save_keras
-from ..core.locks import holds_lock
 from ..core.labels import HEADS, combine_5k
+from ..core.locks import holds_lock
 from ..core.metrics import base_rates, fallback_5k
 from ..data.folds import duplicate_group_ids, fold_table, holdout_split
 from ..modeling.training import TrainingData, load_training_data
