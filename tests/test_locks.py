@@ -202,3 +202,15 @@ def test_two_processes_filling_the_dataset_and_the_decode_cache_at_once_make_the
     assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith((".lock", ".lock.json"))] \
         == [next((tmp_path / "cache").glob("*.npz")).name]  # one cache entry, no temporary file
     assert not [p for p in (tmp_path / "synth").iterdir() if p.name.startswith(".") and ".lock" not in p.name]
+
+
+def test_where_the_filesystem_cannot_lock_the_run_goes_on_with_a_warning(tmp_path, monkeypatch):
+    import filelock
+
+    def no_flock(self, *args, **kwargs):  # what filelock raises where flock is missing (some network mounts)
+        raise NotImplementedError("FileSystem does not appear to support flock")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", no_flock)
+    with pytest.warns(UserWarning, match=f"cannot lock {tmp_path / 'run'} .*going on without a lock"):
+        with hold_lock(tmp_path / "run"):
+            pass

@@ -18,6 +18,7 @@ the loan is on disk, so it holds on a full disk too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import json
@@ -26,6 +27,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -34,6 +36,9 @@ from .io import atomic_write_text
 
 LENT_ENV = "FIVEK_LOCKS_LENT"  # set by `fivek run` for its kernels: {"pid": its PID, "paths": [...]}
 WAIT_ENV = "FIVEK_WAIT"  # "1": wait for a busy lock instead of refusing
+
+
+_NO_LOCKS = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class FolderBusyError(RuntimeError):
@@ -124,11 +129,11 @@ def _acquire(target: Path, *, wait: bool) -> _Held:
     from filelock import FileLock, Timeout
 
     path = lock_file(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path), thread_local=False)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
-    except Timeout:
+    except Timeout:  # first: it is a TimeoutError, so an OSError too
         if _lent_to_us(str(target)):  # `fivek run` holds it for this kernel
             return _Held(1, None)
         info = _read_holder(path)
@@ -136,6 +141,14 @@ def _acquire(target: Path, *, wait: bool) -> _Held:
             raise FolderBusyError(_busy_message(target, info)) from None
         print(f"waiting for {target}: in use by {describe_holder(info)}", file=sys.stderr, flush=True)
         lock.acquire(timeout=-1)
+    except (NotImplementedError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in _NO_LOCKS:
+            raise
+        # a filesystem without flock (some network or FUSE mounts) or a read-only folder: going on
+        # unlocked beats refusing to work; a write there fails on its own, naming its file
+        warnings.warn(f"cannot lock {target} ({exc}); going on without a lock: do not run it twice at once",
+                      stacklevel=4)
+        return _Held(1, None)
     _write_holder(path)
     return _Held(1, lock)
 
