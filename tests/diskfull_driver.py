@@ -91,6 +91,7 @@ def main() -> dict:
     except DiskFullError as exc:
         report["save"] = str(exc)
     fill()  # now to the last byte
+    report["free_after_fill"] = os.statvfs(ROOT).f_bavail * os.statvfs(ROOT).f_frsize
     report["predict"] = fivek("predict", "--models", str(cfg.run_dir), "--test-dir", str(TEST_DIR), "--out", str(submission))
     report["kaggle"] = fivek("kaggle", "--out", str(ROOT / "build"), "--user", "someone")
 
@@ -102,7 +103,6 @@ def main() -> dict:
     except DiskFullError as exc:
         report["run"] = str(exc)
 
-    report["free_before_cleanup"] = os.statvfs(ROOT).f_bavail * os.statvfs(ROOT).f_frsize
     (ROOT / "filler").unlink()
     after = fingerprints()
     report["changed"] = sorted(k for k in before if after.get(k) != before[k])
