@@ -35,6 +35,7 @@ _EXPORTS = {
     "PROCESSED_DATA_DIR": "core.config", "SYNTH_DATA_DIR": "core.config", "MODELS_DIR": "core.config",
     "REPORTS_DIR": "core.config", "FIGURES_DIR": "core.config", "SUBMISSIONS_DIR": "core.config",
     "detect_environment": "core.environment", "resolve_data_dir": "core.environment",
+    "hold_lock": "core.locks", "FolderBusyError": "core.locks", "DiskFullError": "core.io",
     "HEADS": "core.labels", "combine_5k": "core.labels", "decide_5k": "core.labels",
     "evaluate": "core.metrics", "tune_thresholds": "core.metrics", "f1_curves": "core.metrics",
     "truth_5k": "core.metrics",

@@ -63,6 +63,11 @@ Face sizes are after the letterbox to the training size (the longer side becomes
 """
 
 
+WAIT_HELP = ("when another process is writing the same run folders or submission, wait for it to finish "
+             "(default: refuse at once, naming it; FIVEK_WAIT=1 does the same)")
+EXIT_BUSY, EXIT_DISK_FULL = 75, 74  # sysexits' EX_TEMPFAIL (try again later) and EX_IOERR
+
+
 def _cmd_synth(args) -> int:
     from .data.synth import generate_dataset
 
@@ -92,7 +97,7 @@ def _cmd_run(args) -> int:
     from .core.config import EXECUTED_DIR, FIGURES_DIR, MODELS_DIR, SUBMISSIONS_DIR
     from .workflows.runner import run_notebooks
 
-    done = run_notebooks(args.config, args.only, verbose=args.verbose, quiet=args.quiet)
+    done = run_notebooks(args.config, args.only, verbose=args.verbose, quiet=args.quiet, wait=args.wait)
     if args.quiet:
         print(f"{len(done)} notebook(s) ran")
         return 0
@@ -105,11 +110,15 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .modeling.inference import load_ensemble
-    from .workflows.predict import predict_submission
+    from .core.locks import hold_lock
 
-    summary = predict_submission(load_ensemble(args.models), args.test_dir, args.out, tta=args.tta,
-                                 batch_size=args.batch_size, probabilities=not args.no_probs, progress=not args.quiet)
+    with hold_lock(args.out, wait=args.wait):  # refused at once, before TensorFlow loads, if another writes it
+        from .modeling.inference import load_ensemble
+        from .workflows.predict import predict_submission
+
+        summary = predict_submission(load_ensemble(args.models), args.test_dir, args.out, tta=args.tta,
+                                     batch_size=args.batch_size, probabilities=not args.no_probs,
+                                     progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -344,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the numbered notebooks with papermill")
     p.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
     p.add_argument("--only", nargs="*", help="notebook numbers or names, e.g. --only 01 03")
+    p.add_argument("--wait", action="store_true", default=None, help=WAIT_HELP)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("predict", help="inference only: a test folder -> submission CSV (the competition's predict.sh)")
@@ -354,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augmentations (identity flip); default: those the run's thresholds were tuned with")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-probs", action="store_true", help="do not write <out>_probs.csv beside it")
+    p.add_argument("--wait", action="store_true", default=None, help=WAIT_HELP)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("check-submission", help="validate a submission against its test meta file")
@@ -396,6 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line for expected failures, traceback with FIVEK_DEBUG
+        from .core.io import disk_full_error
+        from .core.locks import FolderBusyError
+
+        full = disk_full_error(exc)  # ENOSPC/EDQUOT from any write, said in one line
+        if (full is not None or isinstance(exc, FolderBusyError)) and not os.environ.get("FIVEK_DEBUG"):
+            print(f"fivek {args.command}: {full or exc}", file=sys.stderr)
+            return EXIT_DISK_FULL if full is not None else EXIT_BUSY
+
         from .core.config import ConfigError  # model and pretrained-weights errors are ConfigErrors too
         from .data.meta import DataValidationError
         from .data.submission import SubmissionError

@@ -41,7 +41,9 @@ def test_writes_submission_probabilities_and_record(run_and_test, tmp_path):
     with pytest.warns(UserWarning, match="1 test image"):
         summary = predict_submission(load_ensemble(run), test, out, batch_size=2, progress=False)
     assert summary["rows"] == 4 and summary["fallback_rows"] == 1 and summary["models"] == 2
-    assert sorted(p.name for p in out.parent.iterdir()) == ["submission.csv", "submission_config.yaml", "submission_probs.csv"]
+    written = sorted(p.name for p in out.parent.iterdir())
+    assert written == [".submission.csv.lock", ".submission.csv.lock.json",  # its lock, and who held it last
+                       "submission.csv", "submission_config.yaml", "submission_probs.csv"]
     assert pd.read_csv(out)["image_id"].tolist() == [3, 1, 2, 4]  # the meta file's order
     probs = pd.read_csv(out.with_name("submission_probs.csv"))
     assert probs["fallback"].tolist() == [False, False, False, True] and probs["p_mask"].iloc[3] == pytest.approx(0.7)

@@ -168,27 +168,44 @@ def load_images(
     """`decode_images` with an on-disk cache keyed by the files (path, size, mtime) and the size.
 
     Every notebook of a run, every fold and every progressive stage at the same size reuse
-    one decode.
+    one decode. Two processes filling the same entry at once: one decodes, the other waits for
+    it (the entry's lock) and reads its cache.
     """
     if cache_dir is None:
         return decode_images(paths, size, num_workers=num_workers, progress=progress, desc=desc)
-    from ..core.io import atomic_path
+    from ..core.locks import hold_lock
 
     cache = Path(cache_dir) / f"{_cache_key(paths, size)}_{size}.npz"
     if cache.exists():
-        with np.load(cache, allow_pickle=False) as z:
-            errors = {int(k): str(v) for k, v in zip(z["err_rows"], z["err_msgs"])}
-            return DecodedImages(z["images"], z["ok"], errors)
-    decoded = decode_images(paths, size, num_workers=num_workers, progress=progress, desc=desc)
-    with atomic_path(cache) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                images=decoded.images,
-                ok=decoded.ok,
-                err_rows=np.array(list(decoded.errors), dtype=np.int64),
-                err_msgs=np.array(list(decoded.errors.values()), dtype=str),
-            )
+        return _read_cache(cache)
+    with hold_lock(cache, wait=True):
+        if cache.exists():  # decoded by the process we waited for
+            return _read_cache(cache)
+        return _decode_to_cache(paths, size, cache, num_workers=num_workers, progress=progress, desc=desc)
+
+
+def _read_cache(cache: Path) -> DecodedImages:
+    with np.load(cache, allow_pickle=False) as z:
+        errors = {int(k): str(v) for k, v in zip(z["err_rows"], z["err_msgs"])}
+        return DecodedImages(z["images"], z["ok"], errors)
+
+
+def _decode_to_cache(paths, size: int, cache: Path, **kwargs) -> DecodedImages:
+    from ..core.io import DiskFullError, atomic_path
+
+    decoded = decode_images(paths, size, **kwargs)
+    try:
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh,
+                    images=decoded.images,
+                    ok=decoded.ok,
+                    err_rows=np.array(list(decoded.errors), dtype=np.int64),
+                    err_msgs=np.array(list(decoded.errors.values()), dtype=str),
+                )
+    except DiskFullError as exc:  # the decode is in memory: a cache that does not fit costs a decode next time
+        warnings.warn(f"decoded images not cached: {exc}", stacklevel=3)
     return decoded
 
 

@@ -45,6 +45,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..core.environment import cpu_count
 from ..core.io import atomic_write_json
+from ..core.locks import hold_lock, holds_lock
 
 RGB = tuple[int, int, int]
 Box = tuple[float, float, float, float]
@@ -915,6 +916,7 @@ def blank_labels(labels_df, rng: np.random.Generator, mask_rate: float = MASK_BL
     return df
 
 
+@holds_lock(lambda a: a["out_dir"])
 def generate_dataset(out_dir, n_train: int = 1200, n_test: int = 300, seed: int = 0, *,
                      profile: str = DEFAULT_PROFILE, workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """Write a synthetic dataset of `profile` in the official layout under `out_dir`; return a summary.
@@ -960,16 +962,20 @@ def generate_dataset(out_dir, n_train: int = 1200, n_test: int = 300, seed: int 
 
 def ensure_dataset(out_dir, n_train: int = 1200, n_test: int = 300, seed: int = 0, *,
                    profile: str = DEFAULT_PROFILE, **kwargs: Any) -> dict[str, Any]:
-    """Generate the dataset unless `out_dir` already holds a complete one made with the same settings."""
+    """Generate the dataset unless `out_dir` already holds a complete one made with the same settings.
+
+    Two processes asking at once: one writes it, the other waits for it (the folder's lock) and reuses it.
+    """
     out = Path(out_dir)
-    try:
-        found = json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
-        found = None
-    files = [out / s / name for s in SPLITS for name in (META_FILES[s], "scenes.jsonl")]
-    if found == _manifest(n_train, n_test, seed, profile) and all(f.exists() for f in files):
-        return {"out_dir": str(out), "seed": seed, "profile": profile, "reused": True}
-    return generate_dataset(out, n_train, n_test, seed, profile=profile, **kwargs)
+    with hold_lock(out, wait=True):
+        try:
+            found = json.loads((out / MANIFEST).read_text())
+        except (OSError, ValueError):
+            found = None
+        files = [out / s / name for s in SPLITS for name in (META_FILES[s], "scenes.jsonl")]
+        if found == _manifest(n_train, n_test, seed, profile) and all(f.exists() for f in files):
+            return {"out_dir": str(out), "seed": seed, "profile": profile, "reused": True}
+        return generate_dataset(out, n_train, n_test, seed, profile=profile, **kwargs)
 
 
 def summarize_split(records: list[dict[str, Any]], meta=None) -> dict[str, Any]:

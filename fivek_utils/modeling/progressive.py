@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import Config, ConfigError
+from ..core.locks import holds_lock
 from .backbones import set_trainable
 from .models import set_dropout
 from .pipeline import make_train_dataset, resize_images
@@ -147,6 +148,7 @@ def plot_schedule(stages: list[Stage], name: str | None = None):
     return fig
 
 
+@holds_lock(lambda a: a["run_dir"] or a["cfg"].run_dir)
 def train_progressive(
     model: keras.Model,
     train: TrainingData,

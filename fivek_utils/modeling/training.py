@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import CACHE_DIR, Config, ConfigError
-from ..core.io import atomic_write_json, save_keras
+from ..core.io import atomic_group, atomic_write_json, save_keras
 from ..core.labels import HEADS
+from ..core.locks import holds_lock
 from ..core.metrics import evaluate, f1_5k, summary_row
 from ..data.images import load_images
 from ..data.meta import label_array, load_meta
@@ -27,6 +28,7 @@ from .backbones import set_trainable
 from .inference import predict_probs
 from .losses import MaskedBinaryCrossentropy
 from .pipeline import make_train_dataset
+from .resume import EpochBackup, prune_log
 
 
 # --- schedule, optimizer, compile ---------------------------------------------------------
@@ -91,8 +93,10 @@ class ValidationMetrics(keras.callbacks.Callback):
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the model (atomically, `.keras`) whenever `monitor` improves.
 
-    The best value is kept in a JSON beside the file, so a resumed run (BackupAndRestore)
-    never replaces a better checkpoint with a worse one.
+    The best value is kept in a JSON beside the file (`best.json`: the value, the part and
+    epoch that reached it, and that epoch's logs), so a resumed run never replaces a better
+    checkpoint with a worse one. The model and its record are replaced together (one
+    `atomic_group`). `part` names the fit (phase or stage) the epochs belong to.
     """
 
     def __init__(self, path: str | Path, monitor: str = "val_f1_5k", mode: str = "max"):
@@ -100,6 +104,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.path, self.monitor, self.mode = Path(path), monitor, mode
         self.state_path = self.path.with_suffix(".json")
         self.best = -math.inf if mode == "max" else math.inf
+        self.part: str | None = None
         if self.state_path.exists() and self.path.exists():
             self.best = json.loads(self.state_path.read_text())["best"]
 
@@ -111,8 +116,17 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None or not np.isfinite(value) or not self._better(float(value)):
             return
         self.best = float(value)
-        save_keras(self.model, self.path)
-        atomic_write_json(self.state_path, {"best": self.best, "epoch": int(epoch), "monitor": self.monitor, "logs": {k: float(v) for k, v in logs.items()}})
+        record = {"best": self.best, "part": self.part, "epoch": int(epoch), "monitor": self.monitor,
+                  "logs": {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.number))}}
+        with atomic_group():
+            save_keras(self.model, self.path)
+            atomic_write_json(self.state_path, record)
+
+    def catch_up(self, model: keras.Model, epoch: int, logs: dict) -> None:
+        """After a resume: `model` holds the restored weights of `epoch`, whose logged row is
+        `logs`; save them as the best if a kill after the backup kept that epoch from it."""
+        self.set_model(model)
+        self.on_epoch_end(epoch, logs)
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -244,37 +258,58 @@ def fit_resumable(
     callbacks: list | None = None,
     batch_size: int = 64,
 ) -> pd.DataFrame:
-    """Fit a compiled model for `epochs` epochs so that a re-run after a crash resumes.
+    """Fit a compiled model for `epochs` epochs so that a re-run after a kill resumes exactly.
 
     Finished parts leave `<name>.done.weights.h5` (weights and optimizer state) and are
-    skipped next time; an unfinished part resumes from its last epoch (BackupAndRestore).
+    skipped next time; an unfinished part resumes after its last backed-up epoch, so every
+    epoch is trained once and logged once, whenever the kill came (see `modeling.resume`).
     Returns the part's per-epoch log.
     """
     done = run_dir / f"{name}.done.weights.h5"
     log_path = run_dir / f"{name}_log.csv"
+    backup = EpochBackup(run_dir / f"{name}_backup")
     if done.exists():
         print(f"{name}: already finished, loading {done.name}")
         model.optimizer.build(model.trainable_variables)  # so its saved state loads too
         model.load_weights(done)
+        backup.remove()  # left when a kill came between the two
         return pd.read_csv(log_path) if log_path.exists() else pd.DataFrame()
     if epochs <= 0:
         return pd.DataFrame()
-    all_callbacks = [
-        EpochTimer(images_per_epoch),
-        ValidationMetrics(val.images, val.labels, batch_size),
-        AddToLogs(log_values or {}),
-        best,
-        keras.callbacks.CSVLogger(str(log_path), append=True),
-        # double_checkpoint: a kill during a save (a pre-empted Colab/Kaggle session) keeps the previous backup
-        keras.callbacks.BackupAndRestore(str(run_dir / f"{name}_backup"), double_checkpoint=True),
-        *(callbacks or []),
-    ]
-    if patience is not None:
-        all_callbacks.append(keras.callbacks.EarlyStopping("val_f1_5k", mode="max", patience=patience))
-    t0 = time.time()
-    model.fit(ds, initial_epoch=initial_epoch, epochs=initial_epoch + epochs, callbacks=all_callbacks, verbose=2, shuffle=False)
-    print(f"{name}: finished in {time.time() - t0:.0f}s")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    end = initial_epoch + epochs
+    resumed = backup.restore(model)
+    start = initial_epoch if resumed is None else resumed
+    # The log row of an epoch is written before its backup: rows of `start` and later belong to
+    # epochs the backup does not have, which are trained (and logged) again now.
+    dropped = prune_log(log_path, start)
+    best.part = name
+    if resumed is not None:
+        print(f"{name}: resuming at epoch {start + 1} of {end} from {backup.folder.name}"
+              + (f" (dropped {dropped} log row(s) of epochs it had not backed up)" if dropped else ""))
+        # The best checkpoint is written after the backup: a kill in between left it one epoch behind.
+        logged = pd.read_csv(log_path) if log_path.exists() else pd.DataFrame()
+        row = logged[logged["epoch"] == start - 1] if len(logged) else logged
+        if len(row):
+            best.catch_up(model, start - 1, row.iloc[-1].to_dict())
+    if start < end and not backup.stopped:
+        early = [] if patience is None else [keras.callbacks.EarlyStopping("val_f1_5k", mode="max", patience=patience)]
+        backup.early_stopping = early[0] if early else None
+        all_callbacks = [  # order matters at an epoch's end: the log, then the backup, then the best checkpoint
+            EpochTimer(images_per_epoch),
+            ValidationMetrics(val.images, val.labels, batch_size),
+            AddToLogs(log_values or {}),
+            keras.callbacks.CSVLogger(str(log_path), append=True),
+            *early,
+            backup,
+            best,
+            *(callbacks or []),
+        ]
+        t0 = time.time()
+        model.fit(ds, initial_epoch=start, epochs=end, callbacks=all_callbacks, verbose=2, shuffle=False)
+        print(f"{name}: finished in {time.time() - t0:.0f}s")
     save_keras(model, done)
+    backup.remove()
     return pd.read_csv(log_path)
 
 
@@ -310,6 +345,7 @@ def fit_phase(
     )
 
 
+@holds_lock(lambda a: a["run_dir"] or a["cfg"].run_dir)
 def train_two_phase(
     model: keras.Model,
     train: TrainingData,

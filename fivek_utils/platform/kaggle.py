@@ -34,6 +34,7 @@ from typing import Any, Mapping
 
 from ..core import config as _config
 from ..core.config import ConfigError, ModelConfigError
+from ..core.io import staged_folder
 from ..core.versions import SUPPORTED
 from ..modeling.pretrained.sources import pretrained_source, variant_of
 
@@ -72,6 +73,7 @@ WHEELS = (
     ("papermill", "papermill", f"papermill{SUPPORTED['papermill']}", True),  # for `fivek run` inside a notebook
     ("mtcnn", "mtcnn", f"mtcnn{SUPPORTED['mtcnn']}", True),  # the face detector, its weights inside the wheel
     ("lz4", "lz4", "lz4>=4", False),  # mtcnn's compiled dependency (its weights are lz4-packed)
+    ("filelock", "filelock", f"filelock{SUPPORTED['filelock']}", True),  # run-folder locks (Kaggle's image has it; in case)
 )
 # Python versions of Kaggle images the compiled wheels are fetched for (pip picks the matching one)
 KAGGLE_PYTHONS = ("3.10", "3.11", "3.12")
@@ -374,19 +376,11 @@ def build_bundle(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise KaggleBundleError(f"--out {out} is a file; give a folder to write the bundle into")
-    out.mkdir(parents=True, exist_ok=True)
     kit = out / dataset_slug
-    for stale in [kit, *(out / s for s in stems)]:  # only what this command writes, never all of `out`
-        if stale.exists():
-            shutil.rmtree(stale)
-    kit.mkdir()
-    _copy_kit(kit)
-    (kit / "dataset-metadata.json").write_text(json.dumps(dataset_metadata(user, dataset_slug), indent=2) + "\n")
-    wheel_files = download_wheels(kit / "wheels") if wheels else []
-
     kit_id = f"{user}/{dataset_slug}"
     kernels: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
+    bundled = []  # (notebook, its folder's name, metadata, parameters, kernel inputs)
     for nb in notebooks:
         stem = nb.stem
         params = notebook_params(pipeline, nb) if pipeline else {}
@@ -414,14 +408,25 @@ def build_bundle(
             enable_gpu=enable_gpu and stem not in CPU_NOTEBOOKS,
             enable_internet=enable_internet,
         )
-        folder = out / stem
-        folder.mkdir()
-        _bundled_notebook(nb, folder / meta["code_file"], params=params, link_runs=bool(inputs), offline=not enable_internet)
-        (folder / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-        kernels[stem] = {"dir": str(folder), **meta}
+        bundled.append((nb, stem, meta, params, inputs))
+        kernels[stem] = {"dir": str(out / stem), **meta}
         if weights == "imagenet" and not enable_internet:
             notes.append(f"{stem} uses keras.applications ImageNet-1k weights, a download: push it with --internet "
                          "or set its weights parameter to None")
+
+    # Built in a folder inside `out`, then moved over the previous bundle's kit and notebook folders
+    # (only what this command writes, never all of `out`): a failure, a full disk say, leaves them as they were.
+    with staged_folder(out) as staging:
+        (staging / dataset_slug).mkdir()
+        _copy_kit(staging / dataset_slug)
+        dataset_meta = json.dumps(dataset_metadata(user, dataset_slug), indent=2) + "\n"
+        (staging / dataset_slug / "dataset-metadata.json").write_text(dataset_meta)
+        wheel_files = download_wheels(staging / dataset_slug / "wheels") if wheels else []
+        for nb, stem, meta, params, inputs in bundled:
+            (staging / stem).mkdir()
+            _bundled_notebook(nb, staging / stem / meta["code_file"], params=params, link_runs=bool(inputs),
+                              offline=not enable_internet)
+            (staging / stem / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     order = _push_order(stems)
     commands = [f"kaggle datasets create -p {kit} -r zip"]

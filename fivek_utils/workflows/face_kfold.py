@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..core.config import Config, ConfigError
 from ..core.io import atomic_path, save_keras
+from ..core.locks import holds_lock
 from ..data.crops import FaceCrops, load_crops
 from ..data.faces import Detections
 from ..data.people import people_features
@@ -91,6 +92,7 @@ def _ids(df: pd.DataFrame) -> TrainingData:
     return TrainingData(df.reset_index(drop=True), np.zeros((0,)), np.zeros((len(df), 2)))
 
 
+@holds_lock(lambda a: a["run_dir"] or a["cfg"].run_dir)
 def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path | None = None) -> FaceFoldResult:
     """Train one face model per fold (skipping finished ones) and collect OOF and hold-out bag probabilities."""
     run_dir = Path(run_dir or cfg.run_dir)

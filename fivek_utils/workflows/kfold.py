@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import PROCESSED_DATA_DIR, Config, ConfigError
-from ..core.io import atomic_path, atomic_write_csv, save_keras
+from ..core.io import atomic_group, atomic_path, atomic_write_csv, save_keras
 from ..core.labels import HEADS
+from ..core.locks import holds_lock
 from ..core.metrics import evaluate, tune_thresholds
 from ..data.folds import duplicate_group_ids, holdout_split, make_folds, save_folds
 from ..modeling.inference import check_tta, predict_tta, save_ensemble
@@ -86,6 +87,7 @@ def _check_finished_fold(cfg: Config, fold_dir: Path, data: TrainingData, train_
         check_run_key(fold_dir, cfg, train, val, recipe="two_phase")
 
 
+@holds_lock(lambda a: a["run_dir"] or a["cfg"].run_dir)
 def run_kfold(
     cfg: Config,
     data: TrainingData,
@@ -226,6 +228,8 @@ def kfold_data(cfg: Config, holdout_fraction: float = 0.0, *, progress: bool = T
     return KFoldData(data.subset(cv_rows), data.subset(hold_rows), cv_folds, path)
 
 
+@holds_lock(lambda a: a["cfg"].run_dir)
+@atomic_group()
 def save_kfold(cfg: Config, split: KFoldData, result: KFoldResult, thresholds: dict, metrics: pd.DataFrame,
                gains: pd.DataFrame, *, probs: np.ndarray | None = None, columns: dict | None = None) -> dict[str, Path]:
     """Everything notebook 06 and `fivek predict` need, written once: the run's config, thresholds,

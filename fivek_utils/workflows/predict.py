@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..core.io import atomic_write_text
+from ..core.io import atomic_group, atomic_write_text
+from ..core.locks import holds_lock
 from ..data.meta import DataValidationError, read_meta
 from ..data.submission import check_submission, write_submission
 from ..modeling.inference import Ensemble, answer_frame, predict_split
@@ -38,6 +39,7 @@ def read_test_folder(test_dir: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     return meta, metas[0]
 
 
+@holds_lock(lambda a: a["out"])
 def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str | os.PathLike, *, tta=None,
                        batch_size: int = 64, probabilities: bool = True, progress: bool = True) -> dict:
     """Predict every image of `test_dir` with the run's ensemble and write the submission, its
@@ -50,14 +52,16 @@ def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str
     if has_stack(ensemble.source):  # notebook 05's face stage: faces found, cropped, stacked with the image model
         frame, faces = stacked_frame(ensemble, meta, pred, test_dir, progress=progress)
     seconds = time.perf_counter() - t0
-    out = write_submission(frame, out, probabilities=probabilities)
     config_yaml = ensemble.source / "config.yaml"
     record = {
         "models_run": str(ensemble.source), "models": ensemble.names, "image_size": ensemble.image_size, "tta": tta,
         "thresholds": ensemble.thresholds, "fallback_rows": sorted(pred.failed), "test_dir": str(Path(test_dir)),
         "face_stage": faces, "run_config": yaml.safe_load(config_yaml.read_text()) if config_yaml.exists() else None,
     }
-    record_path = atomic_write_text(out.with_name(f"{out.stem}_config.yaml"), yaml.safe_dump(record, sort_keys=False))
+    with atomic_group():  # the three files are replaced together, or (a full disk) none is
+        out = write_submission(frame, out, probabilities=probabilities)
+        record_path = atomic_write_text(out.with_name(f"{out.stem}_config.yaml"),
+                                        yaml.safe_dump(record, sort_keys=False))
     return {**check_submission(out, meta_path), "record": str(record_path), "models": len(ensemble.models), "tta": tta,
             "fallback_rows": len(pred.failed), **({"face_stage": faces} if faces else {}), "seconds": round(seconds, 1),
             "images_per_second": round(len(meta) / max(seconds, 1e-9), 1)}

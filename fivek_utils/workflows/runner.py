@@ -3,6 +3,11 @@
 A pipeline YAML holds shared keys (passed to every notebook that declares them in its
 `parameters` cell) and a `notebooks:` mapping of per-notebook sections (which win). A key
 in a section that its notebook does not declare is an error: it is almost always a typo.
+
+Before it writes anything, a run takes the locks (`core.locks`) of all it will write: each
+executed copy with its log, each run folder and each submission; a second run of the same
+notebooks is refused at once (or waits, `wait`). The kernels write under these locks: they
+are lent to them (a kernel is a child process, and an `flock` cannot be shared otherwise).
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from typing import Iterable
 
 import pandas as pd
 
-from ..core.config import EXECUTED_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, ConfigError, load_yaml, resolve_path
+from ..core.config import EXECUTED_DIR, MODELS_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, ConfigError, load_yaml, resolve_path
 from ..core.console import output_to
+from ..core.io import DiskFullError, disk_full_error, free_space
+from ..core.locks import hold_locks
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})-[\w-]+\.ipynb$")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in kernel tracebacks
@@ -109,11 +116,12 @@ def prepare(pipeline: dict) -> None:
     if "standin_checkpoint" in steps:
         spec = dict(steps["standin_checkpoint"])
         out = resolve_path(spec.pop("out"))
-        if not (out / "saved_model.pb").exists():
-            from ..modeling.pretrained.standin import export_automl_savedmodel
+        with hold_locks([out], wait=True):  # another run writing it: wait, then reuse it
+            if not (out / "saved_model.pb").exists():
+                from ..modeling.pretrained.standin import export_automl_savedmodel
 
-            print(f"prepare: writing a stand-in EfficientNetV2 SavedModel to {out}", flush=True)
-            export_automl_savedmodel(out, **spec)
+                print(f"prepare: writing a stand-in EfficientNetV2 SavedModel to {out}", flush=True)
+                export_automl_savedmodel(out, **spec)
 
 
 def kernel_output_to(log_path: Path):
@@ -123,16 +131,35 @@ def kernel_output_to(log_path: Path):
     return output_to(log_path)
 
 
+def param_value(declared: dict, params: dict, name: str):
+    """A notebook parameter's value in a run: the one passed, else its declared default."""
+    if name in params:
+        return params[name]
+    default = (declared.get(name) or {}).get("default")
+    return default.strip("\"'") if isinstance(default, str) else default
+
+
+def notebook_outputs(notebooks: list[Path], params: dict[Path, dict], output_dir: Path) -> list[Path]:
+    """What running `notebooks` writes, to lock: each executed copy (with its log), each run folder
+    (`models/<run_name>`, with `reports/<run_name>`) and each submission (`*submission_file`)."""
+    targets = []
+    for nb in notebooks:
+        targets.append(output_dir / nb.name)
+        declared = declared_parameters(nb)
+        for name in (n for n in declared if n == "run_name" or n.endswith("submission_file")):
+            value = param_value(declared, params[nb], name)
+            if value not in (None, "", "None"):
+                targets.append(MODELS_DIR / str(value) if name == "run_name" else resolve_path(value))
+    return targets
+
+
 def notebook_result(notebook: Path, params: dict) -> str:
     """One line on what a finished notebook left: its run's validation numbers beside their chance
     levels, or its submission's size."""
     declared = declared_parameters(notebook)
 
     def value(name: str):
-        if name in params:
-            return params[name]
-        default = (declared.get(name) or {}).get("default")
-        return default.strip("\"'") if isinstance(default, str) else default
+        return param_value(declared, params, name)
 
     run = value("run_name")
     metrics = REPORTS_DIR / str(run) / "metrics.csv" if run else None
@@ -148,6 +175,18 @@ def notebook_result(notebook: Path, params: dict) -> str:
     return ""
 
 
+def kernel_disk_full(exc) -> str | None:
+    """The one-line story of a notebook that failed because the disk was full (a `DiskFullError`
+    from the kit's writes, or an OSError ENOSPC/EDQUOT from anything else), else None."""
+    if exc.ename == "DiskFullError":
+        return exc.evalue
+    named = re.search(r"\[Errno \d+\] [^:]+: '([^']+)'", exc.evalue or "")
+    full = disk_full_error(RuntimeError(exc.evalue or ""), named.group(1) if named else None)
+    if full is None:
+        return None
+    return str(full) if named else f"{exc.ename}: {exc.evalue} ({free_space(PROJ_ROOT)})"
+
+
 def run_notebooks(
     config: str | os.PathLike,
     only: Iterable[str] | None = None,
@@ -157,23 +196,33 @@ def run_notebooks(
     verbose: bool = False,
     quiet: bool = False,
     kernel_name: str | None = None,
+    wait: bool | None = None,
 ) -> list[Path]:
     """Run the selected notebooks in order; stop at the first failure with `PipelineError`.
 
     Prints one line per notebook with its time and result (`quiet`: only those lines, each once its
     notebook has ended, and not what `prepare` says). The executed copies keep every output; what
     the kernels write to stderr goes to `<output_dir>/<notebook>.log` (to the terminal, with
-    papermill's progress bars, when `verbose`).
+    papermill's progress bars, when `verbose`). Another run writing the same notebooks' outputs:
+    `FolderBusyError` before anything is written, or with `wait` (default: `FIVEK_WAIT`), wait for it.
+    A full disk: `DiskFullError`, one line.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     pipeline = load_yaml(config)
     notebooks = select_notebooks(list_notebooks(notebooks_dir), only)
     if not notebooks:
         raise ConfigError(f"no numbered notebooks found in {notebooks_dir}")
     check_pipeline(pipeline, list_notebooks(notebooks_dir), config)  # fail on typos before any work
     params = {nb: notebook_params(pipeline, nb) for nb in notebooks}
+    with hold_locks(notebook_outputs(notebooks, params, output_dir), wait=wait, lend_to_children=True):
+        return _execute(pipeline, notebooks, params, output_dir=output_dir, verbose=verbose, quiet=quiet,
+                        kernel_name=kernel_name)
+
+
+def _execute(pipeline: dict, notebooks: list[Path], params: dict[Path, dict], *, output_dir: Path, verbose: bool,
+             quiet: bool, kernel_name: str | None) -> list[Path]:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     output_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if verbose else kernel_output_to(output_dir / "prepare.log"):
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
@@ -195,6 +244,10 @@ def run_notebooks(
                 )
         except PapermillExecutionError as exc:
             print(f"{head if quiet else ''}FAILED after {time.time() - t0:.0f} s", flush=True)
+            full = kernel_disk_full(exc)
+            if full is not None:
+                raise DiskFullError(f"{nb.name} stopped in cell {exc.exec_count}: {full} "
+                                    f"(the executed copy is {out})") from exc
             trace = [ANSI.sub("", line) for line in (exc.traceback or [])]
             raise PipelineError(
                 f"{nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): {exc.ename}: {exc.evalue}\n"

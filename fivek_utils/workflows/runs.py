@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import REPORTS_DIR, Config
-from ..core.io import atomic_write_csv, atomic_write_json, save_keras
+from ..core.io import atomic_group, atomic_write_csv, atomic_write_json, save_keras
 from ..core.labels import HEADS, combine_5k
+from ..core.locks import holds_lock
 from ..core.metrics import base_rates, fallback_5k
 from ..data.folds import duplicate_group_ids, fold_table, holdout_split
 from ..modeling.training import TrainingData, load_training_data
@@ -46,6 +47,8 @@ def write_inference_info(run: Path, *, image_size: int, tta: list[str], train_la
     })
 
 
+@holds_lock(lambda a: a["cfg"].run_dir)
+@atomic_group()  # all of the run's files are replaced, or none (a full disk keeps the previous ones)
 def save_run(
     cfg: Config,
     model: keras.Model | None,

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..core.config import Config, ConfigError
 from ..core.io import atomic_write_json
+from ..core.locks import holds_lock
 from ..core.metrics import tune_thresholds
 from ..data.crops import load_crops
 from ..data.people import people_features
@@ -97,6 +98,7 @@ def stack_gain_table(split: KFoldData, stack: StackResult) -> pd.DataFrame:
 
 
 # --- saved with the run, used at prediction time -------------------------------------------------
+@holds_lock(lambda a: a["run_dir"] or a["cfg"].run_dir)
 def save_stack(cfg: Config, stack: StackResult, faces: FaceData, run_dir: Path | None = None) -> Path:
     """stack.json: the stacker, the detector's settings and the crops' settings, beside the fold face models."""
     run_dir = Path(run_dir or cfg.run_dir)
