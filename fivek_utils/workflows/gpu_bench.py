@@ -44,7 +44,9 @@ BACKENDS = ("jax", "tensorflow")
 PARTS = ("all", "model", "pipeline")
 MODELS = (("EfficientNetV2B0", 224, 128), ("EfficientNetV2S", 384, 32))  # backbone, image size, batch
 TINY_MODELS = (("tiny", 32, 8),)  # backbones.tiny_backbone: every path in seconds on a CPU
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# measured in this order, each over every model (a time budget cuts the last): float16 is the mixed
+# precision of the T4 and P100 GPUs Kaggle lends, bfloat16 that of newer GPUs and TPUs
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 AUGMENT = {"flip": True, "randaugment_magnitude": 5.0, "mixup_alpha": 0.2}  # as `fivek bench gpu` (TensorFlow)
 
 
@@ -89,12 +91,21 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _load() -> float | None:
+    """The 1-minute load average: on a shared machine, more than its cores means slower numbers."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def machine_info() -> dict:
     """The backend, its versions and the accelerator Keras runs on (imports Keras)."""
     import keras
 
     info = {"backend": keras.backend.backend(), "keras": keras.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "cpu": _cpu_name(), "cpu_cores": cpu_count()}
+            "platform": platform.platform(), "cpu": _cpu_name(), "cpu_cores": cpu_count(),
+            "load_average_at_start": _load()}
     if info["backend"] == "jax":
         import jax
         import jaxlib
@@ -217,8 +228,8 @@ def bench_model(*, tiny: bool = False, steps: int | None = None, budget_s: float
     print(f"model part: Keras {m['keras']} on {m['backend']}, {m['device_count']} x {m['device_name']} ({m['device']})",
           flush=True)
     last = 0.0
-    for backbone, size, batch in models:
-        for precision in PRECISIONS:
+    for precision in PRECISIONS:
+        for backbone, size, batch in models:
             row = {"backbone": backbone, "image_size": size, "batch_size": batch, "precision": precision}
             spent = time.perf_counter() - t0
             if budget_s and section["rows"] and spent + last > budget_s:
@@ -286,7 +297,8 @@ def bench_pipeline_per_core(*, tiny: bool = False, write: bool = True) -> dict:
     t0 = time.perf_counter()
     images = 16 if tiny else 512
     section = {"machine": {"cpu": _cpu_name(), "cpu_cores": cpu_count(), "tensorflow": tf.__version__,
-                           "python": platform.python_version(), "platform": platform.platform()},
+                           "python": platform.python_version(), "platform": platform.platform(),
+                           "load_average_at_start": _load()},
                "augmentation": AUGMENT, "images_timed": images, "rows": []}
     print(f"pipeline part: TensorFlow {tf.__version__} on {cpu_count()} cores of {section['machine']['cpu']}", flush=True)
     for _backbone, size, batch in TINY_MODELS if tiny else MODELS:
@@ -300,6 +312,7 @@ def bench_pipeline_per_core(*, tiny: bool = False, write: bool = True) -> dict:
         print(f"{size:>4} px  batch {batch:>4}  one core {row['images_per_second_one_core']:>8.1f} img/s  "
               f"{row['cores']} cores {row['images_per_second_all_cores']:>8.1f} img/s", flush=True)
     section["seconds"] = round(time.perf_counter() - t0, 1)
+    section["machine"]["load_average_at_end"] = _load()
     if write:
         update_result("pipeline", section, tiny)
     return section
