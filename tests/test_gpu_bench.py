@@ -32,12 +32,12 @@ def test_the_file_keeps_the_other_part_and_replaces_another_benchmarks_file(tmp_
     data = gpu_bench.update_result("model", model, tiny=False)
     assert set(data) == {"benchmark", "tiny", "model"}
     pipeline = {"machine": {"cpu": "AMD EPYC", "tensorflow": "2.21.0"},
-                "rows": [{"image_size": 224, "images_per_second_one_core": 120.0},
-                         {"image_size": 384, "images_per_second_one_core": 40.0}]}
+                "rows": [{"image_size": 224, "images_per_cpu_second_one_core": 120.0},
+                         {"image_size": 384, "images_per_cpu_second_one_core": 40.0}]}
     data = gpu_bench.update_result("pipeline", pipeline, tiny=False)
     assert data["model"] == model and json.loads((tmp_path / "gpu.json").read_text()) == data
     assert data["cores_to_feed"] == [{"backbone": "EfficientNetV2B0", "image_size": 224, "precision": "float32",
-                                      "train_images_per_second": 900.0, "pipeline_images_per_second_one_core": 120.0,
+                                      "train_images_per_second": 900.0, "pipeline_images_per_cpu_second": 120.0,
                                       "cores": 7.5}]  # the failed row has no rate to feed
     assert "NVIDIA H200" in data["cores_to_feed_note"] and "AMD EPYC" in data["cores_to_feed_note"]
 
@@ -88,5 +88,6 @@ def test_tiny_bench_runs_under_jax_without_tensorflow_then_the_pipeline_joins_it
     assert data["model"]["rows"] == rows  # the model part stays
     (pipe,) = data["pipeline"]["rows"]
     assert pipe["image_size"] == 32 and pipe["images_per_second_one_core"] > 0 and pipe["images_per_second_all_cores"] > 0
+    assert pipe["images_per_cpu_second_one_core"] > 0
     assert [c["cores"] for c in data["cores_to_feed"]] == [
-        round(r["train_images_per_second"] / pipe["images_per_second_one_core"], 1) for r in rows]
+        round(r["train_images_per_second"] / pipe["images_per_cpu_second_one_core"], 1) for r in rows]

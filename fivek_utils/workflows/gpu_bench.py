@@ -12,7 +12,8 @@ Two parts, which may run on different machines and land in one file (reports/ben
               RandAugment, MixUp) at the same sizes, images/s on one core and on all of them.
 
 Once both parts are in the file, `cores_to_feed` gives, for every model row, its training images/s
-over the pipeline's images/s on one core of the machine where the pipeline ran.
+over the pipeline's images per CPU second on one core of the machine where the pipeline ran (CPU
+time, so that a shared machine does not inflate it).
 
 Keras is imported inside the functions, after `use_backend` has chosen its backend; TensorFlow only
 inside the pipeline part. The model part uses only the backend-agnostic model path
@@ -287,7 +288,7 @@ def pipeline_throughput(size: int, batch: int, *, images: int = 512, threads: in
     for _ in range(batches):
         next(it)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    return {"images_per_second": round(batches * batch / wall, 1), "cpu_seconds_per_image": round(cpu / (batches * batch), 5)}
+    return {"images_per_second": round(batches * batch / wall, 1), "cpu_seconds_per_image": max(cpu, 1e-9) / (batches * batch)}
 
 
 def bench_pipeline_per_core(*, tiny: bool = False, write: bool = True) -> dict:
@@ -305,12 +306,15 @@ def bench_pipeline_per_core(*, tiny: bool = False, write: bool = True) -> dict:
         one = pipeline_throughput(size, batch, images=images, threads=1)
         every = pipeline_throughput(size, batch, images=images)
         row = {"image_size": size, "batch_size": batch,
+               # CPU time, unlike wall time, does not drop when other work shares the machine
+               "images_per_cpu_second_one_core": round(1.0 / one["cpu_seconds_per_image"], 1),
                "images_per_second_one_core": one["images_per_second"],
                "images_per_second_all_cores": every["images_per_second"], "cores": cpu_count(),
-               "cpu_seconds_per_image": every["cpu_seconds_per_image"]}
+               "cpu_seconds_per_image_all_cores": round(every["cpu_seconds_per_image"], 6)}
         section["rows"].append(row)
-        print(f"{size:>4} px  batch {batch:>4}  one core {row['images_per_second_one_core']:>8.1f} img/s  "
-              f"{row['cores']} cores {row['images_per_second_all_cores']:>8.1f} img/s", flush=True)
+        print(f"{size:>4} px  batch {batch:>4}  one core: {row['images_per_cpu_second_one_core']:>7.1f} images per CPU "
+              f"second, {row['images_per_second_one_core']:>7.1f} img/s;  {row['cores']} cores: "
+              f"{row['images_per_second_all_cores']:>7.1f} img/s", flush=True)
     section["seconds"] = round(time.perf_counter() - t0, 1)
     section["machine"]["load_average_at_end"] = _load()
     if write:
@@ -320,15 +324,16 @@ def bench_pipeline_per_core(*, tiny: bool = False, write: bool = True) -> dict:
 
 # --- the file ------------------------------------------------------------------------------------
 def cores_to_feed(model: dict, pipeline: dict) -> list[dict]:
-    """Per measured model row: the cores of the pipeline's CPU that deliver its training images/s."""
-    per_core = {r["image_size"]: r["images_per_second_one_core"] for r in pipeline.get("rows", [])}
+    """Per measured model row: the cores of the pipeline's CPU that deliver its training images/s
+    (at the images per CPU second of the one-core run)."""
+    per_core = {r["image_size"]: r["images_per_cpu_second_one_core"] for r in pipeline.get("rows", [])}
     out = []
     for r in model.get("rows", []):
         if "train_images_per_second" not in r or not per_core.get(r["image_size"]):
             continue
         core = per_core[r["image_size"]]
         out.append({"backbone": r["backbone"], "image_size": r["image_size"], "precision": r["precision"],
-                    "train_images_per_second": r["train_images_per_second"], "pipeline_images_per_second_one_core": core,
+                    "train_images_per_second": r["train_images_per_second"], "pipeline_images_per_cpu_second": core,
                     "cores": round(r["train_images_per_second"] / core, 1)})
     return out
 
@@ -351,7 +356,7 @@ def update_result(section: str, value: dict, tiny: bool) -> dict:
         data["cores_to_feed"] = cores_to_feed(data["model"], data["pipeline"])
         data["cores_to_feed_note"] = (
             f"training images/s of the model part ({data['model']['machine'].get('device_name')}, Keras on "
-            f"{data['model']['machine'].get('backend')}) over the input pipeline's images/s on one core of "
+            f"{data['model']['machine'].get('backend')}) over the input pipeline's images per CPU second on one core of "
             f"{data['pipeline']['machine']['cpu']} (TensorFlow {data['pipeline']['machine']['tensorflow']})")
     else:
         data.pop("cores_to_feed", None)
