@@ -4,16 +4,16 @@
 #
 #   scripts/bench_gpu_device.sh wheels        here, with PyPI: the .venv's Keras and the two Keras
 #                                             dependencies such a machine lacks (namex, optree) as
-#                                             CPython 3.12 wheels, into .whl/ (git-ignored, ~2 MB)
+#                                             CPython 3.12 wheels, into .whl/ (git-ignored, ~3 MB)
 #   scripts/bench_gpu_device.sh run [ARGS]    there, from the checkout's root, with .whl/ beside it:
 #                                             installs .whl/ into a temporary folder and runs the
 #                                             model part (ARGS go to `fivek bench gpu`, e.g. --tiny);
-#                                             copies reports/bench/gpu*.json and the log to $OUT
-#                                             when it is set
+#                                             copies reports/bench/gpu.json (gpu-tiny.json with
+#                                             --tiny) and the log to $OUT when it is set
 #
 # Then, here: copy gpu.json into reports/bench/ and run
 #   .venv/bin/fivek bench gpu --backend jax --part pipeline
-# which adds the tf.data pipeline's images/s per core of this CPU and the cores that keep the GPU fed.
+# which adds the tf.data pipeline's images per core of this CPU and the cores that keep the GPU fed.
 #
 # Settings (environment): PYTHON (default python3), WHEELS (default .whl), PY_VERSION for `wheels`
 # (default 3.12), SITE (where `run` installs the wheels, default a new temporary folder), BUDGET_S
@@ -65,13 +65,15 @@ EOF
   "$PYTHON" -m fivek_utils.cli bench gpu --backend jax --part model --budget-s "${BUDGET_S:-400}" "$@" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
-  if [ -n "${OUT:-}" ]; then
-    cp reports/bench/gpu*.json "$OUT"/ 2>/dev/null || true
+  result=reports/bench/gpu.json
+  [ "$tiny" = 1 ] && result=reports/bench/gpu-tiny.json
+  if [ -n "${OUT:-}" ] && [ -f "$result" ]; then
+    cp "$result" "$OUT"/
   fi
   exit "$rc"
   ;;
 *)
-  sed -n '2,21p' "$0" >&2
+  sed -n '2,20p' "$0" >&2
   exit 2
   ;;
 esac

@@ -218,7 +218,8 @@ def model_throughput(backbone: str, size: int, batch: int, precision: str, *, st
 def bench_model(*, tiny: bool = False, steps: int | None = None, budget_s: float = 0.0, write: bool = True) -> dict:
     """Every (backbone, precision) row on the current Keras backend; the file is rewritten after each
     row, so a run stopped early keeps what it measured. With `budget_s`, no row starts once the time
-    spent plus the last row's duration would pass it (those rows are marked skipped)."""
+    spent plus that backbone's last row's duration (else the last row's) would pass it (those rows
+    are marked skipped)."""
     models = TINY_MODELS if tiny else MODELS
     steps = steps or (2 if tiny else 20)
     warmup = 1 if tiny else 3
@@ -228,12 +229,12 @@ def bench_model(*, tiny: bool = False, steps: int | None = None, budget_s: float
     m = section["machine"]
     print(f"model part: Keras {m['keras']} on {m['backend']}, {m['device_count']} x {m['device_name']} ({m['device']})",
           flush=True)
-    last = 0.0
+    last, took = 0.0, {}
     for precision in PRECISIONS:
         for backbone, size, batch in models:
             row = {"backbone": backbone, "image_size": size, "batch_size": batch, "precision": precision}
             spent = time.perf_counter() - t0
-            if budget_s and section["rows"] and spent + last > budget_s:
+            if budget_s and section["rows"] and spent + took.get(backbone, last) > budget_s:
                 row["skipped"] = f"time budget: {spent:.0f} s spent of {budget_s:g} s"
             else:
                 t = time.perf_counter()
@@ -241,7 +242,7 @@ def bench_model(*, tiny: bool = False, steps: int | None = None, budget_s: float
                     row.update(model_throughput(backbone, size, batch, precision, steps=steps, warmup=warmup))
                 except Exception as exc:  # noqa: BLE001  (one failed row, e.g. out of memory, must not lose the others)
                     row["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
-                last = time.perf_counter() - t
+                last = took[backbone] = time.perf_counter() - t
                 row["seconds"] = round(last, 1)
             section["rows"].append(row)
             _print_row(row)
