@@ -292,6 +292,14 @@ def _add_bench(sub) -> None:
     b.add_argument("--n-train", type=int, default=3000)
     b.add_argument("--stages", type=int, default=4)
     b.add_argument("--epochs-per-stage", type=int, default=2)
+    b.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow",
+                   help="jax: Keras on JAX, from in-memory arrays, in float32 / mixed_bfloat16 / mixed_float16 "
+                        "(for a GPU machine without TensorFlow; see --part)")
+    b.add_argument("--part", choices=["all", "model", "pipeline"], default="all",
+                   help="with --backend jax: the model on the accelerator, or the tf.data pipeline per CPU core "
+                        "(TensorFlow); each adds its numbers to reports/bench/gpu.json (default all)")
+    b.add_argument("--budget-s", type=float, default=0.0,
+                   help="with --backend jax: start no new configuration past this many seconds (default 0: no limit)")
     b.set_defaults(func=_bench("gpu"))
 
 

@@ -203,3 +203,37 @@ def run_fivek(*args, env=None, check=True):
 
     return subprocess.run([sys.executable, "-m", "fivek_utils.cli", *args], capture_output=True, text=True,
                           env=env, check=check, cwd=config.CODE_ROOT)
+
+
+# --- the backend-agnostic model path ----------------------------------------------------------------
+# These modules import no TensorFlow and no keras-cv at module level (tests/test_architecture.py) and
+# build and train under Keras's JAX backend with TensorFlow unimportable (tests/test_backend_jax.py),
+# which is how the kit runs on a GPU machine without TensorFlow. A new model module belongs here.
+BACKEND_AGNOSTIC = ("modeling.catalog", "modeling.backbones", "modeling.layers", "modeling.losses",
+                    "modeling.models", "modeling.face_model", "modeling.stacker", "workflows.gpu_bench")
+UNIMPORTABLE = ("tensorflow", "keras_cv", "tensorflow_hub", "tf_keras")
+
+# run first in the child: every import of UNIMPORTABLE fails as if it were not installed
+_REFUSE_TENSORFLOW = f"""
+import importlib.abc, sys
+class _Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {UNIMPORTABLE!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (made unimportable by the test)", name=name)
+sys.meta_path.insert(0, _Refuse())
+"""
+
+
+def run_without_tensorflow(code: str, *, env: dict | None = None, timeout: float = 300):
+    """Python `code` in a fresh interpreter on Keras's JAX backend (CPU) where TensorFlow and keras-cv
+    cannot be imported; fails the test with the child's output if it exits non-zero."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", **(env or {})}
+    proc = subprocess.run([sys.executable, "-c", _REFUSE_TENSORFLOW + code], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=config.CODE_ROOT)
+    if proc.returncode:
+        pytest.fail(f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}")
+    return proc

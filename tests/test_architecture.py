@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import BACKEND_AGNOSTIC, UNIMPORTABLE
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fivek_utils"
 # lowest first: a module may import its own layer and the ones before it
@@ -27,12 +28,18 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def imports(name: str, path: Path) -> set[str]:
-    """Every module this one imports, at the top or inside functions: package modules by their dotted
-    name below fivek_utils, others by their top-level name prefixed with '!'."""
+def imports(name: str, path: Path, *, top_level: bool = False) -> set[str]:
+    """Every module this one imports, at the top or inside functions (only those that importing it
+    runs, with `top_level`): package modules by their dotted name below fivek_utils, others by their
+    top-level name prefixed with '!'."""
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    if top_level:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 top = alias.name.split(".")
@@ -95,6 +102,32 @@ def test_core_and_data_never_import_keras_or_tensorflow(name):
     assert not heavy, f"{name} imports {sorted(heavy)}"
 
 
+def tensorflow_at_import(name: str) -> list[str]:
+    """The chain of package modules by which importing `name` imports TensorFlow or keras-cv, or []."""
+    mods, seen = modules(), set()
+
+    def visit(mod: str, chain: list[str]) -> list[str]:
+        seen.add(mod)
+        found = imports(mod, mods[mod], top_level=True)
+        heavy = sorted(t[1:] for t in found if t.startswith("!") and t[1:] in UNIMPORTABLE)
+        if heavy:
+            return [*chain, f"!{heavy[0]}"]
+        for nxt in sorted(t for t in found if t in mods and t not in seen):
+            if hit := visit(nxt, [*chain, nxt]):
+                return hit
+        return []
+
+    return visit(name, [name])
+
+
+@pytest.mark.parametrize("name", BACKEND_AGNOSTIC)
+def test_the_model_path_imports_no_tensorflow(name):
+    """Imports inside functions (SavedModel conversion, tf.data) are fine: they run only when used."""
+    assert name in modules(), f"{name} is listed in conftest.BACKEND_AGNOSTIC but is not a module"
+    chain = tensorflow_at_import(name)
+    assert not chain, "importing " + " -> ".join(chain) + " (move that import into the function that needs it)"
+
+
 def test_the_label_and_metric_core_loads_without_tensorflow():
     code = ("import sys; import fivek_utils.core.metrics, fivek_utils.data.folds, fivek_utils.data.synth, "
             "fivek_utils.modeling.pretrained.sources, fivek_utils.platform.kaggle; "
@@ -114,6 +147,18 @@ def test_the_checker_sees_a_circle_and_an_upward_import(tmp_path, monkeypatch):
     assert imports("core.a", fake / "core" / "a.py") == {"data.b"} and layer("data.b") > layer("core.a")
     with pytest.raises(AssertionError, match="import circle: data.b -> data.c -> data.b"):
         test_no_import_circles()
+
+
+def test_the_tensorflow_check_follows_module_imports_and_skips_lazy_ones(tmp_path, monkeypatch):
+    fake = tmp_path / "fivek_utils"
+    for rel, text in {"modeling/a.py": "from . import b\n\ndef f():\n    import tensorflow\n",
+                      "modeling/b.py": "import numpy\nfrom .c import x\n", "modeling/c.py": "import keras_cv\n",
+                      "modeling/d.py": "import keras\n", "modeling/__init__.py": ""}.items():
+        (fake / rel).parent.mkdir(parents=True, exist_ok=True)
+        (fake / rel).write_text(text)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert tensorflow_at_import("modeling.a") == ["modeling.a", "modeling.b", "modeling.c", "!keras_cv"]
+    assert tensorflow_at_import("modeling.d") == []
 
 
 def test_every_name_the_package_exports_resolves():

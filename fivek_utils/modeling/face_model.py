@@ -24,7 +24,8 @@ import pandas as pd
 from ..data.crops import FaceCrops
 from .backbones import set_trainable
 from .losses import BagBinaryCrossentropy
-from .models import ScheduledDropout, backbone_features, load_head_weights
+from .layers import ScheduledDropout
+from .models import backbone_features, load_head_weights
 
 FACE_OUTPUT = "face_logit"
 

@@ -23,7 +23,7 @@ from ..core.config import CACHE_DIR, ConfigError
 from ..core.io import save_keras
 from ..core.labels import HEADS, decide_5k
 from ..data.images import load_images
-from .models import ScheduledDropout  # noqa: F401  (registers the heads' layer, so saved models load here)
+from .layers import Mirror, ScheduledDropout, ViewMean  # noqa: F401  (ScheduledDropout: registered, so saved models load here)
 from .pipeline import make_predict_dataset
 
 TTA_NAMES = ("identity", "flip")
@@ -49,31 +49,6 @@ def predict_tta(model: keras.Model, images: np.ndarray, tta=("identity", "flip")
 
 
 # --- the ensemble as one graph ----------------------------------------------------------------
-@keras.saving.register_keras_serializable(package="fivek")
-class Mirror(keras.layers.Layer):
-    """The batch mirrored left to right: the flip of test-time augmentation, inside a graph."""
-
-    def call(self, images):
-        return keras.ops.flip(images, axis=2)
-
-
-@keras.saving.register_keras_serializable(package="fivek")
-class ViewMean(keras.layers.Layer):
-    """Mean over the members' outputs and over the `views` augmented copies stacked in the batch."""
-
-    def __init__(self, views: int = 1, **kwargs):
-        super().__init__(**kwargs)
-        self.views = views
-
-    def call(self, outputs):
-        x = keras.ops.mean(keras.ops.stack(outputs), axis=0)  # over the members: (views * N, 1)
-        x = keras.ops.reshape(x, (self.views, -1, keras.ops.shape(x)[-1]))
-        return keras.ops.mean(x, axis=0)  # over the views: (N, 1)
-
-    def get_config(self):
-        return {**super().get_config(), "views": self.views}
-
-
 def ensemble_graph(models: list[keras.Model], tta=("identity", "flip"), name: str = "fivek_ensemble") -> keras.Model:
     """One Keras model that runs every member on every test-time view and averages them in the graph.
 

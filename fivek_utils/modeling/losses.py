@@ -1,8 +1,14 @@
-"""The loss that lets every labelled value train: binary cross-entropy over known labels only."""
+"""The loss that lets every labelled value train: binary cross-entropy over known labels only,
+and `compile_model`, which puts it on both heads.
+
+Written with `keras.ops` alone: on the backend-agnostic model path (see `layers`).
+"""
 
 from __future__ import annotations
 
 import keras
+
+from ..core.labels import HEADS
 
 
 @keras.saving.register_keras_serializable(package="fivek")
@@ -30,6 +36,19 @@ class MaskedBinaryCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def compile_model(model: keras.Model, optimizer, *, label_smoothing: float = 0.0, jit_compile: bool | str = False) -> keras.Model:
+    """Compile with the masked loss on both heads (metrics come from `training.ValidationMetrics`).
+
+    `jit_compile`: XLA for the train step. The JAX backend always compiles (pass True or "auto").
+    """
+    model.compile(
+        optimizer=optimizer,
+        loss={h: MaskedBinaryCrossentropy(label_smoothing) for h in HEADS},
+        jit_compile=jit_compile,
+    )
+    return model
 
 
 def log1mexp(a):

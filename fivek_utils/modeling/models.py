@@ -14,31 +14,7 @@ from ..core.config import ModelConfigError
 from ..core.labels import HEADS
 from .backbones import build_backbone, get_backbone
 from .catalog import HUB_WEIGHTS, check_backbone, is_v2
-
-
-@keras.saving.register_keras_serializable(package="fivek")
-class ScheduledDropout(keras.layers.Layer):
-    """Dropout whose rate is a variable, so progressive learning can raise it between stages
-    without re-compiling the model (keras.layers.Dropout bakes its rate into the traced step).
-    """
-
-    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        self.rate = self.add_weight(shape=(), initializer=keras.initializers.Constant(float(rate)), trainable=False,
-                                    name="rate", dtype="float32")
-
-    def call(self, inputs, training=False):
-        if not training:
-            return inputs
-        # keras.random.dropout compares its rate in Python, which a variable cannot do
-        rate = keras.ops.cast(self.rate, inputs.dtype)
-        keep = keras.random.uniform(keras.ops.shape(inputs), seed=self.seed_generator, dtype=inputs.dtype) >= rate
-        return keras.ops.where(keep, inputs / (1.0 - rate), keras.ops.zeros_like(inputs))
-
-    def get_config(self):
-        return {**super().get_config(), "rate": float(keras.ops.convert_to_numpy(self.rate)), "seed": self.seed}
+from .layers import ScheduledDropout
 
 
 def build_model(

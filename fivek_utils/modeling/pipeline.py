@@ -2,7 +2,7 @@
 
 Images are decoded and letterboxed once per size (see `images.load_images`, cached on disk)
 and live in memory as uint8; the pipeline only augments. Labels are (mask, distancing) with
-blanks as -1; the loss skips them (see `training.MaskedBinaryCrossentropy`).
+blanks as -1; the loss skips them (see `losses.MaskedBinaryCrossentropy`).
 """
 
 from __future__ import annotations

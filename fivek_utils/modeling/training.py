@@ -19,14 +19,13 @@ import pandas as pd
 
 from ..core.config import CACHE_DIR, Config, ConfigError
 from ..core.io import atomic_group, atomic_write_json, save_keras
-from ..core.labels import HEADS
 from ..core.locks import holds_lock
 from ..core.metrics import evaluate, f1_5k, summary_row
 from ..data.images import load_images
 from ..data.meta import label_array, load_meta
 from .backbones import set_trainable
 from .inference import predict_probs
-from .losses import MaskedBinaryCrossentropy
+from .losses import compile_model
 from .pipeline import make_train_dataset
 from .resume import EpochBackup, prune_log
 
@@ -41,16 +40,6 @@ def warmup_cosine(base_lr: float, total_steps: int, warmup_steps: int) -> keras.
         warmup_target=base_lr,
         warmup_steps=warmup_steps,
     )
-
-
-def compile_model(model: keras.Model, optimizer, *, label_smoothing: float = 0.0, jit_compile: bool = False) -> keras.Model:
-    """Compile with the masked loss on both heads (metrics come from `ValidationMetrics`)."""
-    model.compile(
-        optimizer=optimizer,
-        loss={h: MaskedBinaryCrossentropy(label_smoothing) for h in HEADS},
-        jit_compile=jit_compile,
-    )
-    return model
 
 
 def make_optimizer(schedule, weight_decay: float) -> keras.optimizers.Optimizer:

@@ -4,6 +4,7 @@
     fivek bench predict       fold ensemble + TTA against one model: images per second
     fivek bench pipeline      tf.data input pipeline vs the model's appetite
     fivek bench gpu           precision / XLA / pipeline throughput and progressive learning at GPU sizes
+    fivek bench gpu --backend jax   Keras on JAX: the model's throughput, and cores the pipeline needs (gpu_bench)
 
 Each prints a table and writes reports/bench/<name>.json (and a figure where it helps).
 Everything runs offline on the synthetic dataset (generated when missing).
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.config import BENCH_DIR, Config, resolve_path
+from ..core.config import BENCH_DIR, Config, ConfigError, resolve_path
 from ..core.io import atomic_write_json
 
 
@@ -356,11 +357,21 @@ def pipeline_throughput(size: int, batch: int, *, batches: int = 20, randaugment
 
 
 def bench_gpu(*, tiny: bool = False, data_dir: str | None = None, n_train: int = 3000, epochs_per_stage: int = 2,
-              stages: int = 4, write: bool = True) -> dict:
+              stages: int = 4, write: bool = True, backend: str = "tensorflow", part: str = "all",
+              budget_s: float = 0.0) -> dict:
     """What a GPU buys: throughput in float32 / mixed precision / mixed + XLA, the input pipeline beside
     the model, and EfficientNetV2-S from scratch on the realistic synthetic set, fixed 384 px against
     the progressive schedule with the same epochs. `tiny=True` runs every part on a CPU in about a
-    minute (small sizes, a few images), to check the script before spending GPU time."""
+    minute (small sizes, a few images), to check the script before spending GPU time.
+
+    `backend="jax"`: Keras on JAX (a GPU machine without TensorFlow), from in-memory arrays, in
+    `part`s that may run on two machines (`workflows.gpu_bench`)."""
+    if backend != "tensorflow" or part != "all" or budget_s:
+        if backend == "tensorflow":
+            raise ConfigError("--part and --budget-s belong to `fivek bench gpu --backend jax`")
+        from .gpu_bench import bench_gpu_backend
+
+        return bench_gpu_backend(backend=backend, part=part, tiny=tiny, budget_s=budget_s)
     import tensorflow as tf
 
     device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
