@@ -140,6 +140,60 @@ class BagValidation(keras.callbacks.Callback):
             logs["val_loss"] = float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
 
 
+class FaceTrainer:
+    """Trains a face model afresh on one set of bags after another (the folds of a k-fold run) with one
+    compiled train step: before each `fit` the model's weights go back to their initial values and the
+    optimizer's state (step count, moments) to zero. Building and tracing an EfficientNet's train step
+    costs more than a few epochs on a CPU, so the folds share it instead of each tracing its own.
+
+    The warm-up + cosine schedule spans `epochs` x `steps_per_epoch` (the largest fold's); a fold with
+    fewer batches ends a step or two before the learning rate reaches zero. The whole backbone trains
+    (BatchNorm frozen when `freeze_batchnorm`, right for pretrained weights), AdamW.
+    """
+
+    def __init__(self, face_model: keras.Model, *, epochs: int = 6, lr: float = 2e-3, steps_per_epoch: int,
+                 crops_per_batch: int = 64, weight_decay: float = 1e-5, warmup_epochs: float = 1.0,
+                 freeze_batchnorm: bool = False):
+        from .training import make_optimizer, warmup_cosine
+
+        self.face_model, self.epochs, self.crops_per_batch = face_model, epochs, crops_per_batch
+        set_trainable(face_model, -1, freeze_batchnorm=freeze_batchnorm)
+        self.bags = bag_model(face_model)
+        steps = max(1, steps_per_epoch)
+        schedule = warmup_cosine(lr, steps * epochs, round(warmup_epochs * steps))
+        self.bags.compile(optimizer=make_optimizer(schedule, weight_decay), loss=BagBinaryCrossentropy())
+        self.initial = [w.copy() for w in face_model.get_weights()]
+
+    def _reset(self) -> None:
+        self.face_model.set_weights(self.initial)
+        optimizer = self.bags.optimizer
+        if optimizer.built:
+            for v in optimizer.variables:
+                v.assign(keras.ops.zeros(v.shape, v.dtype))
+
+    def fit(self, crops: FaceCrops, labels: np.ndarray, *, seed: int = 0, val: tuple[FaceCrops, np.ndarray] | None = None,
+            verbose: int = 2) -> pd.DataFrame:
+        """Train from the initial weights on the bags of `crops` (one per image) against the images' mask
+        labels (-1 = blank: not used); the per-epoch log, with the validation bags' mask AUC when `val`
+        is given."""
+        data = BagBatches(crops, labels, self.crops_per_batch, seed)
+        if data.n_bags == 0:
+            raise ValueError("no image has both a known mask label and a face crop: nothing to train the face model on")
+        self._reset()
+        callbacks = [BagValidation(self.face_model, *val)] if val is not None else []
+        t0 = time.time()
+        history = self.bags.fit(data, epochs=self.epochs, callbacks=callbacks, verbose=verbose)
+        log = pd.DataFrame(history.history)
+        log.insert(0, "epoch", np.arange(1, len(log) + 1))
+        log["seconds"] = (time.time() - t0) / max(len(log), 1)
+        return log
+
+
+def bag_batches_per_epoch(crops: FaceCrops, labels: np.ndarray, crops_per_batch: int = 64) -> int:
+    """How many batches `BagBatches` makes of these bags in an epoch."""
+    return len(BagBatches(crops, labels, crops_per_batch))
+
+
 def train_face_model(
     face_model: keras.Model,
     crops: FaceCrops,
@@ -155,24 +209,8 @@ def train_face_model(
     val: tuple[FaceCrops, np.ndarray] | None = None,
     verbose: int = 2,
 ) -> pd.DataFrame:
-    """Train `face_model` on the bags of `crops` (one per image) against the images' mask labels
-    (-1 = blank: not used). The whole backbone trains (BatchNorm frozen when `freeze_batchnorm`, right
-    for pretrained weights), AdamW with warm-up and cosine decay. Returns the per-epoch log, with the
-    validation bags' mask AUC when `val` is given."""
-    from .training import make_optimizer, warmup_cosine
-
-    data = BagBatches(crops, labels, crops_per_batch, seed)
-    if data.n_bags == 0:
-        raise ValueError("no image has both a known mask label and a face crop: nothing to train the face model on")
-    set_trainable(face_model, -1, freeze_batchnorm=freeze_batchnorm)
-    model = bag_model(face_model)
-    steps = len(data) * epochs
-    schedule = warmup_cosine(lr, steps, round(warmup_epochs * len(data)))
-    model.compile(optimizer=make_optimizer(schedule, weight_decay), loss=BagBinaryCrossentropy())
-    callbacks = [BagValidation(face_model, *val)] if val is not None else []
-    t0 = time.time()
-    history = model.fit(data, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    log = pd.DataFrame(history.history)
-    log.insert(0, "epoch", np.arange(1, len(log) + 1))
-    log["seconds"] = (time.time() - t0) / max(len(log), 1)
-    return log
+    """Train `face_model` once on the bags of `crops` (a `FaceTrainer` of one fit); the per-epoch log."""
+    trainer = FaceTrainer(face_model, epochs=epochs, lr=lr, steps_per_epoch=bag_batches_per_epoch(crops, labels, crops_per_batch),
+                          crops_per_batch=crops_per_batch, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+                          freeze_batchnorm=freeze_batchnorm)
+    return trainer.fit(crops, labels, seed=seed, val=val, verbose=verbose)

@@ -3,7 +3,8 @@ face-crop mask model trained on the fold's training rows (multiple-instance lear
 labels) and its bag probability of mask = 1 for the fold's out-of-fold rows and for the hold-out.
 
 The folds are the image models' folds, so each row's face probability comes from a model that never
-saw the row, and the stack (`workflows.stacking`) can be fitted on them.
+saw the row, and the stack (`workflows.stacking`) can be fitted on them. The folds share one face
+model, reset to its initial weights before each (`FaceTrainer`): its train step is traced once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..core.locks import holds_lock
 from ..data.crops import FaceCrops, load_crops
 from ..data.faces import Detections
 from ..data.people import people_features
-from ..modeling.face_model import bag_probabilities, build_face_model, predict_faces, train_face_model
+from ..modeling.face_model import FaceTrainer, bag_batches_per_epoch, bag_probabilities, build_face_model, predict_faces
 from ..modeling.training import TrainingData, check_run_key
 from .faces import FACES_DIR, detect_split, detector_for
 from .kfold import FoldError, KFoldData
@@ -102,6 +103,7 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
     has_hold = len(split.holdout) > 0
     hold = np.full((n_folds, len(split.holdout)), np.nan) if has_hold else None
     histories, seconds = {}, {}
+    trainer = None  # one face model and one traced train step for every fold that trains
     for k in range(n_folds):
         fold_dir = run_dir / f"fold{k}"
         fold_dir.mkdir(parents=True, exist_ok=True)
@@ -123,13 +125,12 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
               f"{len(train_rows)} rows ---", flush=True)
         t0 = time.time()
         try:
-            keras.utils.set_random_seed(cfg.seed + 100 + k)
-            model = build_face_model(cfg.face_backbone, cfg.face_weights, cfg.dropout)
+            if trainer is None:
+                trainer = _face_trainer(cfg, faces, labels, folds)
+            model = trainer.face_model
             val_crops = faces.cv.subset(val_rows)
-            history = train_face_model(
-                model, faces.cv.subset(train_rows), labels[train_rows], epochs=cfg.face_epochs, lr=cfg.face_lr,
-                crops_per_batch=cfg.face_batch_size, weight_decay=cfg.weight_decay, seed=cfg.seed + k,
-                freeze_batchnorm=cfg.face_weights is not None, val=(val_crops, labels[val_rows]))
+            history = trainer.fit(faces.cv.subset(train_rows), labels[train_rows], seed=cfg.seed + k,
+                                  val=(val_crops, labels[val_rows]))
             oof[val_rows] = bag_probabilities(predict_faces(model, val_crops.crops), val_crops.counts)
             hold_k = (bag_probabilities(predict_faces(model, faces.holdout.crops), faces.holdout.counts)
                       if has_hold else np.zeros(0))
@@ -146,8 +147,18 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
         last = history.iloc[-1]
         print(f"fold {k}: face model done in {seconds[k]:.0f}s, out-of-fold mask AUC "
               f"{last.get('val_auc_mask', float('nan')):.3f} (chance 0.5)", flush=True)
-        keras.backend.clear_session()
     return FaceFoldResult(oof, hold, histories, seconds)
+
+
+def _face_trainer(cfg: Config, faces: FaceData, labels: np.ndarray, folds: np.ndarray) -> FaceTrainer:
+    """The face model (initialised once, seeded) and its trainer, for every fold in turn."""
+    keras.utils.set_random_seed(cfg.seed + 100)
+    model = build_face_model(cfg.face_backbone, cfg.face_weights, cfg.dropout)
+    steps = max(bag_batches_per_epoch(faces.cv.subset(np.flatnonzero(folds != k)), labels[folds != k], cfg.face_batch_size)
+                for k in np.unique(folds))
+    return FaceTrainer(model, epochs=cfg.face_epochs, lr=cfg.face_lr, steps_per_epoch=steps,
+                       crops_per_batch=cfg.face_batch_size, weight_decay=cfg.weight_decay,
+                       freeze_batchnorm=cfg.face_weights is not None)
 
 
 def load_face_models(run_dir: str | Path) -> list[keras.Model]:
