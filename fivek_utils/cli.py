@@ -320,7 +320,22 @@ def _native_noise_to_log(args):
         log.unlink(missing_ok=True)
     except OSError:  # a read-only project folder (a competition's container): the notes stay on the terminal
         return contextlib.nullcontext()
-    return output_to(log, python=False)
+    return _dropped_if_empty(output_to(log, python=False), log)
+
+
+@contextlib.contextmanager
+def _dropped_if_empty(block, log):
+    """`block`, then its log removed if nothing reached it (a full disk, or nothing to say): a command
+    leaves no empty file behind."""
+    try:
+        with block:
+            yield
+    finally:
+        try:
+            if log.stat().st_size == 0:
+                log.unlink()
+        except OSError:
+            pass
 
 
 def build_parser() -> argparse.ArgumentParser:

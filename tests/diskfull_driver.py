@@ -24,9 +24,12 @@ MB = 1 << 20
 
 
 def fingerprints() -> dict[str, str]:
-    """sha256 of every file under ROOT but the filler and the locks' holder records."""
+    """sha256 of every file under ROOT but the filler, the locks' holder records and the commands' own
+    logs (reports/logs/<command>.log: TensorFlow's notes, written into whatever page a command frees)."""
+    logs = ROOT / "reports" / "logs"
     return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(ROOT.rglob("*"))
-            if p.is_file() and p.name != "filler" and not p.name.endswith((".lock", ".lock.json"))}
+            if p.is_file() and p.name != "filler" and not p.name.endswith((".lock", ".lock.json"))
+            and logs not in p.parents}
 
 
 def fill(leave: int = 0) -> None:
