@@ -4,6 +4,7 @@ any photo size, and its crops hold the face."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
@@ -88,3 +89,26 @@ def test_settings_are_checked_and_named():
         make_detector("yolo")
     settings = MTCNNDetector(min_face_size=30).settings
     assert settings["name"] == "mtcnn" and settings["min_face_size"] == 30 and settings["version"]
+
+
+def test_a_big_rotated_jpeg_gives_boxes_and_crops_in_the_original_photos_pixels(astronaut, tmp_path):
+    """A 4096 px phone photo stored sideways with EXIF orientation 6: decoded reduced (JPEG draft) and
+    upright, its face found, its box in the upright original's pixels, its crop holding the face."""
+    from fivek_utils.data.crops import extract_crops
+    from fivek_utils.workflows.faces import detect_images
+
+    upright = astronaut.resize((4096, 4096), Image.Resampling.BICUBIC)
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what exif_transpose turns back for orientation 6
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    stored.save(path, quality=90, exif=exif.tobytes())
+    for min_face in (20, 600):  # in the original's pixels: the face is about 880 px tall there
+        found = detect_images([path], ["phone.jpg"], MTCNNDetector(min_face_size=min_face), progress=False)
+        record = found["phone.jpg"]
+        assert (record.width, record.height) == (4096, 4096) and len(record.faces) == 1, min_face
+        assert iou(record.faces[0].box, [8 * v for v in FACE]) > 0.6
+    assert detect_images([path], ["phone.jpg"], MTCNNDetector(min_face_size=1200), progress=False)["phone.jpg"].faces == []
+    crop = extract_crops([path], ["phone.jpg"], found, 48, progress=False).crops[0]
+    reference = crop_square(astronaut, [v / 8 for v in found["phone.jpg"].faces[0].box], 48)
+    assert np.abs(crop.astype(int) - reference.astype(int)).mean() < 12  # the same face, upright

@@ -109,3 +109,53 @@ def test_bag_batches_hold_whole_bags_and_skip_blank_or_faceless_images(faces):
 def test_bag_probability_is_the_product_and_faceless_images_are_nan():
     p = bag_probabilities(np.array([0.9, 0.5, 0.2, 0.99]), np.array([2, 0, 1, 1]))
     assert np.allclose(p[[0, 2, 3]], [0.45, 0.2, 0.99]) and np.isnan(p[1])
+
+
+def small_bags(seed: int, n: int = 24):
+    """Random 32 px crops in bags of 1-2, with image labels (some blank)."""
+    from fivek_utils.data.crops import FaceCrops
+
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 3, n)
+    crops = rng.integers(0, 256, (int(counts.sum()), 32, 32, 3)).astype(np.uint8)
+    labels = rng.integers(-1, 2, n).astype("float32")
+    return FaceCrops(crops, np.repeat(np.arange(n), counts), counts), labels
+
+
+def test_the_trainer_restarts_each_fit_from_the_same_state():
+    from fivek_utils.modeling.face_model import FaceTrainer
+
+    (a, la), (b, lb) = small_bags(0), small_bags(1)
+
+    def trainer():
+        keras.utils.set_random_seed(0)
+        return FaceTrainer(build_face_model(tiny_backbone(width=4, seed=0)), epochs=2, lr=1e-2, steps_per_epoch=2,
+                           crops_per_batch=16)
+
+    t = trainer()
+    start = [w.copy() for w in t.face_model.get_weights()]
+    t.fit(a, la, seed=3, verbose=0)
+    assert any(not np.array_equal(x, y) for x, y in zip(start, t.face_model.get_weights()))  # it trained
+    t.fit(b, lb, seed=4, verbose=0)
+    after_two = t.face_model.get_weights()
+    fresh = trainer()
+    fresh.fit(b, lb, seed=4, verbose=0)
+    # fold B trained after fold A ends where fold B trained alone ends: weights, moments and seeds were reset
+    assert all(np.allclose(x, y, atol=1e-5) for x, y in zip(after_two, fresh.face_model.get_weights()))
+
+
+def test_the_trainer_resets_under_mixed_precision_without_zeroing_the_loss_scale():
+    from fivek_utils.modeling.face_model import FaceTrainer
+
+    (a, la), (b, lb) = small_bags(0), small_bags(1)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        t = FaceTrainer(build_face_model(tiny_backbone(width=4, seed=0)), epochs=1, lr=1e-2, steps_per_epoch=2,
+                        crops_per_batch=16)
+        for crops, labels in ((a, la), (b, lb)):
+            log = t.fit(crops, labels, verbose=0)
+            assert np.isfinite(log["loss"]).all()
+            assert all(np.isfinite(w).all() for w in t.face_model.get_weights())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -53,25 +53,28 @@ class MTCNNDetector:
                 "min_confidence": self.min_confidence, "max_side": self.max_side}
 
     def scale_for(self, width: int, height: int) -> float:
-        """How much a photo is reduced (or enlarged) before detection."""
+        """How much a photo of this (original) size is reduced (or enlarged) before detection."""
         return min(self.max_side / max(width, height), MTCNN_MIN_FACE / self.min_face_size)
 
-    def detect(self, fname: str, image: Image.Image) -> list[Face]:
-        """Faces of one upright RGB photo, boxes in its pixels."""
-        scale = self.scale_for(image.width, image.height)
-        small = image if abs(scale - 1) < 1e-3 else image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR,
-            reducing_gap=2.0)
+    def detect(self, fname: str, image: Image.Image, size: tuple[int, int] | None = None) -> list[Face]:
+        """Faces of one upright RGB photo, boxes in pixels of the original photo of `size` (width, height;
+        default: `image`'s own), of which `image` may be a reduced decode: `face_min_size` is measured
+        there, in the original's pixels."""
+        width, height = size or image.size
+        scale = self.scale_for(width, height)  # original pixels -> detection pixels
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = image if target == image.size else image.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
         if min(small.size) < 2 * MTCNN_MIN_FACE:  # too small for a pyramid: nothing to find
             return []
         found = self._mtcnn.detect_faces(np.asarray(small), box_format="xyxy",
                                          threshold_onet=min(0.8, self.min_confidence))
+        sx, sy = width / small.width, height / small.height
         faces = []
         for f in found or []:
-            x0, y0, x1, y1 = (float(v) / scale for v in f["box"])
+            x0, y0, x1, y1 = (float(v) * k for v, k in zip(f["box"], (sx, sy, sx, sy)))
             if float(f["confidence"]) < self.min_confidence or (y1 - y0) < self.min_face_size:
                 continue
-            marks = {k: (float(v[0]) / scale, float(v[1]) / scale) for k, v in f.get("keypoints", {}).items() if k in LANDMARKS}
+            marks = {k: (float(v[0]) * sx, float(v[1]) * sy) for k, v in f.get("keypoints", {}).items() if k in LANDMARKS}
             faces.append(Face((x0, y0, x1, y1), float(f["confidence"]), marks or None))
         return faces
 

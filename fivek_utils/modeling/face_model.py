@@ -20,10 +20,12 @@ import time
 import keras
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from ..data.crops import FaceCrops
 from .backbones import set_trainable
 from .losses import BagBinaryCrossentropy
+from .optim import make_optimizer, warmup_cosine
 from .layers import ScheduledDropout
 from .models import backbone_features, load_head_weights
 
@@ -74,7 +76,8 @@ class BagBatches(keras.utils.PyDataset):
         self.usable = np.flatnonzero((self.labels >= 0) & (crops.counts > 0))
         self.members = {int(r): np.arange(starts[r], starts[r + 1]) for r in self.usable}
         self.n_bags = len(self.usable)
-        self.n_batches = max(1, round(crops.counts[self.usable].sum() / crops_per_batch)) if self.n_bags else 0
+        batches = max(1, round(crops.counts[self.usable].sum() / crops_per_batch)) if self.n_bags else 0
+        self.n_batches = min(batches, self.n_bags)  # never an empty batch
         self._plan()
 
     def _plan(self) -> None:
@@ -108,7 +111,10 @@ def predict_faces(face_model: keras.Model | list[keras.Model], crops: np.ndarray
     padded = np.concatenate([crops, np.zeros((-n % batch_size, *crops.shape[1:]), crops.dtype)]).astype("float32")
     views = [padded, padded[:, :, ::-1]] if flip else [padded]
     logits = [np.asarray(m.predict(v, batch_size=batch_size, verbose=0)).reshape(-1)[:n] for m in models for v in views]
-    return np.mean([1 / (1 + np.exp(-z)) for z in logits], axis=0)
+    probs = np.mean([expit(z) for z in logits], axis=0)
+    if not np.isfinite(probs).all():  # never read as "no face": that would hide a broken model
+        raise ValueError(f"a face model gave {int((~np.isfinite(probs)).sum())} non-finite probabilities of {n} crops")
+    return probs
 
 
 def bag_probabilities(face_probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -154,22 +160,24 @@ class FaceTrainer:
     def __init__(self, face_model: keras.Model, *, epochs: int = 6, lr: float = 2e-3, steps_per_epoch: int,
                  crops_per_batch: int = 64, weight_decay: float = 1e-5, warmup_epochs: float = 1.0,
                  freeze_batchnorm: bool = False):
-        from .training import make_optimizer, warmup_cosine
-
         self.face_model, self.epochs, self.crops_per_batch = face_model, epochs, crops_per_batch
         set_trainable(face_model, -1, freeze_batchnorm=freeze_batchnorm)
         self.bags = bag_model(face_model)
         steps = max(1, steps_per_epoch)
         schedule = warmup_cosine(lr, steps * epochs, round(warmup_epochs * steps))
         self.bags.compile(optimizer=make_optimizer(schedule, weight_decay), loss=BagBinaryCrossentropy())
-        self.initial = [w.copy() for w in face_model.get_weights()]
+        # the state every fold starts from: the model's variables (weights, BatchNorm statistics, the
+        # augmentation and dropout layers' random-seed states) and the optimizer's (step count, moments
+        # and, under mixed_float16, the loss scale, which must not be reset to 0)
+        self.bags.optimizer.build(self.bags.trainable_variables)
+        self.initial = [keras.ops.convert_to_numpy(v) for v in self.bags.variables]
+        self.initial_optimizer = [keras.ops.convert_to_numpy(v) for v in self.bags.optimizer.variables]
 
     def _reset(self) -> None:
-        self.face_model.set_weights(self.initial)
-        optimizer = self.bags.optimizer
-        if optimizer.built:
-            for v in optimizer.variables:
-                v.assign(keras.ops.zeros(v.shape, v.dtype))
+        for v, value in zip(self.bags.variables, self.initial):
+            v.assign(value)
+        for v, value in zip(self.bags.optimizer.variables, self.initial_optimizer):
+            v.assign(value)
 
     def fit(self, crops: FaceCrops, labels: np.ndarray, *, seed: int = 0, val: tuple[FaceCrops, np.ndarray] | None = None,
             verbose: int = 2) -> pd.DataFrame:
@@ -183,6 +191,9 @@ class FaceTrainer:
         callbacks = [BagValidation(self.face_model, *val)] if val is not None else []
         t0 = time.time()
         history = self.bags.fit(data, epochs=self.epochs, callbacks=callbacks, verbose=verbose)
+        if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.face_model.trainable_weights):
+            raise ValueError(f"the face model diverged (non-finite weights after {self.epochs} epochs, losses "
+                             f"{[round(v, 3) for v in history.history.get('loss', [])]}): lower face_lr")
         log = pd.DataFrame(history.history)
         log.insert(0, "epoch", np.arange(1, len(log) + 1))
         log["seconds"] = (time.time() - t0) / max(len(log), 1)

@@ -51,17 +51,24 @@ def compile_model(model: keras.Model, optimizer, *, label_smoothing: float = 0.0
     return model
 
 
-def log1mexp(a):
-    """log(1 - exp(a)) for a < 0, accurate at both ends (Maechler 2012): expm1 near 0, log1p far from it.
+def log_softplus_neg(z):
+    """log(softplus(-z)) = log(log(1 + exp(-z))), exact for any logit: for z > 20 it is -z to float
+    precision, where computing softplus first would round to 0 and its log to -inf. Each branch of
+    the `where` gets an input it is finite on, so the other cannot put a NaN into the gradient."""
+    big = z > 20.0
+    z_small = keras.ops.where(big, 0.0, z)
+    return keras.ops.where(big, -z, keras.ops.log(keras.ops.softplus(-z_small)))
 
-    Each branch gets an input it is finite on, so the branch `where` does not pick cannot put a NaN
-    into the gradient.
-    """
+
+def log1mexp_neg(log_s, s):
+    """log(1 - exp(-s)) for s = exp(log_s) > 0: log(s) + log((1 - exp(-s)) / s) for small s (exact as
+    s -> 0, through log_s, so a confident wrong bag keeps its gradient), log1p(-exp(-s)) otherwise."""
     ln2 = 0.6931471805599453
-    near = a > -ln2
-    a_near = keras.ops.where(near, a, -ln2)
-    a_far = keras.ops.where(near, -ln2, a)
-    return keras.ops.where(near, keras.ops.log(-keras.ops.expm1(a_near)), keras.ops.log1p(-keras.ops.exp(a_far)))
+    near = s <= ln2
+    s_near = keras.ops.where(near, s, ln2)
+    ratio = keras.ops.where(s_near > 1e-4, -keras.ops.expm1(-s_near) / keras.ops.maximum(s_near, 1e-4), 1.0 - s_near / 2)
+    s_far = keras.ops.where(near, ln2, s)
+    return keras.ops.where(near, log_s + keras.ops.log(ratio), keras.ops.log1p(-keras.ops.exp(-s_far)))
 
 
 @keras.saving.register_keras_serializable(package="fivek")
@@ -84,11 +91,18 @@ class BagBinaryCrossentropy(keras.losses.Loss):
         y_true = keras.ops.cast(keras.ops.reshape(y_true, (-1, 2)), "float32")
         bag = keras.ops.cast(y_true[:, 1], "int32")
         n = keras.ops.shape(logits)[0]  # at most one bag per crop; empty bag slots are left out below
-        log_p = keras.ops.segment_sum(keras.ops.log_sigmoid(logits), bag, num_segments=n)
+        # s = sum over the bag of softplus(-z) = -log P(every face masked), kept as log s (a log-sum-exp
+        # per bag) so that it stays exact when every face is confidently masked and s underflows
+        t = log_softplus_neg(logits)
+        t_max = keras.ops.segment_max(t, bag, num_segments=n)
+        t_max = keras.ops.where(keras.ops.isfinite(t_max), t_max, keras.ops.zeros_like(t_max))  # empty slots
+        log_s = t_max + keras.ops.log(keras.ops.segment_sum(keras.ops.exp(t - keras.ops.take(t_max, bag)), bag,
+                                                            num_segments=n) + 1e-38)
+        s = keras.ops.exp(log_s)
         crops = keras.ops.segment_sum(keras.ops.ones_like(logits), bag, num_segments=n)
         label = keras.ops.segment_sum(y_true[:, 0], bag, num_segments=n) / keras.ops.maximum(crops, 1.0)
         known = keras.ops.cast((crops > 0) & (label >= 0), "float32")
         target = keras.ops.where(label >= 0, label, keras.ops.zeros_like(label))
-        log_p = keras.ops.minimum(log_p, -1e-30)  # log P < 0; at exactly 0, log(1 - P) would be -inf
-        bce = -(target * log_p + (1.0 - target) * log1mexp(log_p))
-        return keras.ops.sum(bce * known) / keras.ops.maximum(keras.ops.sum(known), 1.0)
+        bce = target * s - (1.0 - target) * log1mexp_neg(log_s, s)  # -[y log P + (1 - y) log(1 - P)], log P = -s
+        bce = keras.ops.where(known > 0, bce, keras.ops.zeros_like(bce))
+        return keras.ops.sum(bce) / keras.ops.maximum(keras.ops.sum(known), 1.0)

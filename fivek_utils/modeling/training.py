@@ -26,27 +26,12 @@ from ..data.meta import label_array, load_meta
 from .backbones import set_trainable
 from .inference import predict_probs
 from .losses import compile_model
+from .optim import make_optimizer, warmup_cosine  # noqa: F401  (the recipes' schedule and optimizer)
 from .pipeline import make_train_dataset
 from .resume import EpochBackup, prune_log
 
 
-# --- schedule, optimizer, compile ---------------------------------------------------------
-def warmup_cosine(base_lr: float, total_steps: int, warmup_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
-    """Linear warm-up from 0 to `base_lr`, then cosine decay to 0 at `total_steps`."""
-    warmup_steps = int(min(max(warmup_steps, 0), max(total_steps - 1, 0)))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=max(1, total_steps - warmup_steps),
-        warmup_target=base_lr,
-        warmup_steps=warmup_steps,
-    )
-
-
-def make_optimizer(schedule, weight_decay: float) -> keras.optimizers.Optimizer:
-    """AdamW; norms and biases are excluded from weight decay."""
-    opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
-    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return opt
+# --- schedule and optimizer: modeling.optim (Keras only); kept importable from here ----------------
 
 
 # --- callbacks -------------------------------------------------------------------------------

@@ -60,14 +60,9 @@ def detect_images(paths: Sequence[str | os.PathLike], fnames: Sequence[str], det
             images[fname] = ImageFaces(fname, 0, 0, [], str(exc))
             continue
         try:
-            if detector.needs_pixels:
+            if detector.needs_pixels:  # a reduced decode of a big JPEG; boxes come back in the original's pixels
                 image = open_rgb(path, max_side=getattr(detector, "max_side", None))
-                faces = detector.detect(fname, image)
-                scale = width / image.width  # back to the original photo's pixels
-                for f in faces:
-                    f.box = tuple(v * scale for v in f.box)
-                    if f.landmarks:
-                        f.landmarks = {k: (x * scale, y * scale) for k, (x, y) in f.landmarks.items()}
+                faces = detector.detect(fname, image, (width, height))
             else:
                 faces = detector.detect(fname)
                 drawn = detector.size(fname)
