@@ -79,6 +79,7 @@ _EXPORTS = {
     "face_data": "workflows.face_kfold", "run_face_kfold": "workflows.face_kfold",
     "stack_kfold": "workflows.stacking", "stack_gain_table": "workflows.stacking", "save_stack": "workflows.stacking",
     "load_stack": "workflows.stacking", "plot_stack_gains": "workflows.stacking",
+    "save_kfold_with_stack": "workflows.stacking",
     "build_face_model": "modeling.face_model", "train_face_model": "modeling.face_model",
     "predict_faces": "modeling.face_model", "bag_probabilities": "modeling.face_model",
     "people_features": "data.people", "extract_crops": "data.crops",

@@ -71,6 +71,7 @@ def test_smoke_run_of_every_notebook(smoke_run):
     assert sorted(p.parent.name for p in kfold.glob("fold*/face_model.keras")) == ["fold0", "fold1"]
     stack = json.loads((kfold / "stack.json").read_text())
     assert stack["detector"]["name"] == "truth" and set(stack["stacker"]["heads"]) == {"mask", "distancing"}
+    assert json.loads((kfold / "thresholds.json").read_text()) == stack["thresholds"]["stack"]  # what predict applies
     gains = pd.read_csv(root / "reports" / "05-kfold" / "gains.csv").set_index("variant")
     for variant in ("image model", "face model", "stack"):
         row = gains.loc[f"hold-out: {variant}"]

@@ -3,14 +3,16 @@ resized to a small side, for the face-crop mask model.
 
 A crop is `margin` times the longer side of the face box, centred on the box, so the chin, the nose
 and whatever covers them are inside; parts of the square beyond the photo are filled with the
-letterbox grey. Crops are cut from the original photo (reduced while decoding only as far as keeps
-every face sharper than the crop), never from the small letterboxed training images.
+letterbox grey. Crops are cut from the photo itself, never from the small letterboxed training
+images; a JPEG larger than `DECODE_SIDE` is reduced while decoding (libjpeg's draft mode, by 2, 4
+or 8), so a face of a few dozen pixels in a very large photo is cut from a reduced copy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.environment import cpu_count
-from ..core.io import atomic_path
+from ..core.io import DiskFullError, atomic_path
 from .faces import Detections, Face
 from .images import PAD_VALUE, ImageReadError, open_rgb
 
@@ -134,22 +136,35 @@ def load_crops(
     num_workers: int = 0,
     progress: bool = True,
 ) -> FaceCrops:
-    """`extract_crops` with an on-disk cache keyed by the detections, the images' order, size and margin."""
+    """`extract_crops` with an on-disk cache keyed by the detections, the images' order, size and margin
+    (kept beside the decoded images, in `core.config.CACHE_DIR`: a temporary folder on Kaggle)."""
     if cache_dir is None:
         return extract_crops(paths, fnames, detections, size, margin=margin, max_faces=max_faces,
                              num_workers=num_workers, progress=progress)
+    from ..core.locks import hold_lock
+
     h = hashlib.sha1(f"crops-v1|{detections_key}|{size}|{margin}|{max_faces}|{PAD_VALUE}".encode())
     h.update("\n".join(map(str, fnames)).encode())
     cache = Path(cache_dir) / f"crops-{h.hexdigest()[:16]}_{size}.npz"
     if cache.exists():
-        with np.load(cache, allow_pickle=False) as z:
-            errors = {int(k): str(v) for k, v in zip(z["err_rows"], z["err_msgs"])}
-            return FaceCrops(z["crops"], z["image_index"], z["counts"], errors)
-    made = extract_crops(paths, fnames, detections, size, margin=margin, max_faces=max_faces,
-                         num_workers=num_workers, progress=progress)
-    with atomic_path(cache) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, crops=made.crops, image_index=made.image_index, counts=made.counts,
-                     err_rows=np.array(list(made.errors), dtype=np.int64),
-                     err_msgs=np.array(list(made.errors.values()), dtype=str))
-    return made
+        return _read(cache)
+    with hold_lock(cache, wait=True):  # two runs at once: one crops, the other waits and reads its file
+        if cache.exists():
+            return _read(cache)
+        made = extract_crops(paths, fnames, detections, size, margin=margin, max_faces=max_faces,
+                             num_workers=num_workers, progress=progress)
+        try:
+            with atomic_path(cache) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, crops=made.crops, image_index=made.image_index, counts=made.counts,
+                             err_rows=np.array(list(made.errors), dtype=np.int64),
+                             err_msgs=np.array(list(made.errors.values()), dtype=str))
+        except DiskFullError as exc:  # the crops are in memory: a cache that does not fit costs a crop next time
+            warnings.warn(f"face crops not cached: {exc}", stacklevel=2)
+        return made
+
+
+def _read(cache: Path) -> FaceCrops:
+    with np.load(cache, allow_pickle=False) as z:
+        errors = {int(k): str(v) for k, v in zip(z["err_rows"], z["err_msgs"])}
+        return FaceCrops(z["crops"], z["image_index"], z["counts"], errors)

@@ -148,21 +148,23 @@ class TruthDetector:
                 f"{self.path} does not exist: the 'truth' detector reads the synthetic generator's head boxes, "
                 "which only synthetic data has; use face_detector='mtcnn' for real photos")
         self.boxes: dict[str, tuple[int, int, list[tuple[float, ...]]]] = {}
-        with open(self.path) as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    scene = record["scene"]
-                    heads = [tuple(float(v) for v in person["head_box"]) for person in scene["people"]]
-                    self.boxes[str(record["fname"])] = (int(scene["width"]), int(scene["height"]), heads)
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise ValueError(f"{self.path}, line {line_no}: not a scene record with head boxes ({exc})") from None
+        text = self.path.read_bytes()
+        self.digest = hashlib.sha1(text).hexdigest()[:16]  # the boxes' identity: another scenes.jsonl, other detections
+        for line_no, line in enumerate(text.decode("utf-8", errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                scene = record["scene"]
+                heads = [tuple(float(v) for v in person["head_box"]) for person in scene["people"]]
+                self.boxes[str(record["fname"])] = (int(scene["width"]), int(scene["height"]), heads)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{self.path}, line {line_no}: not a scene record with head boxes ({exc})") from None
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"name": "truth", "source": "scenes.jsonl head_box (generator's oracle, synthetic data only)"}
+        return {"name": "truth", "source": "scenes.jsonl head_box (generator's oracle, synthetic data only)",
+                "scenes_sha1": self.digest}
 
     def size(self, fname: str) -> tuple[int, int] | None:
         """The photo's (width, height) as the generator drew it, or None if the image is not in the file."""

@@ -115,6 +115,9 @@ class Stacker:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Stacker":
+        if list(data.get("features", [])) != list(STACK_FEATURES):
+            raise ValueError(f"this stacker reads {data.get('features')}, the kit's stack features are "
+                             f"{list(STACK_FEATURES)}: re-run notebook 05 (its stack and Save step) with this kit")
         heads = {}
         for h, d in data["heads"].items():
             if d is None:

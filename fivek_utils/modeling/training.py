@@ -147,7 +147,8 @@ _NOT_IN_RUN_KEY = {"run_name", "strategy", "mixed_precision", "jit_compile", "nu
                    *(name for name in Config.field_names() if name.startswith("face_"))}
 
 
-def _ids_digest(df: pd.DataFrame) -> str:
+def ids_digest(df: pd.DataFrame) -> str:
+    """A short digest of a table's image ids, in order (run keys compare rows by it)."""
     return hashlib.sha1("\n".join(map(str, df["image_id"])).encode()).hexdigest()[:16]
 
 
@@ -163,7 +164,7 @@ def check_run_key(run_dir: Path, cfg: Config, train: TrainingData, val: Training
     config = settings if settings is not None else {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_RUN_KEY}
     key = {
         "config": json.loads(json.dumps(config, default=str)),
-        "train_ids": _ids_digest(train.df), "val_ids": _ids_digest(val.df),
+        "train_ids": ids_digest(train.df), "val_ids": ids_digest(val.df),
         **json.loads(json.dumps(extra, default=str)),
     }
     path = Path(run_dir) / key_file

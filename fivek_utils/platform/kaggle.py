@@ -410,7 +410,9 @@ def build_bundle(
         )
         bundled.append((nb, stem, meta, params, inputs))
         kernels[stem] = {"dir": str(out / stem), **meta}
-        if weights == "imagenet" and not enable_internet:
+        face_weights = _param(nb, params, "face_weights").strip("\"' ")
+        face_on = _param(nb, params, "face_stage").strip() in ("True", "true", "1")
+        if (weights == "imagenet" or (face_on and face_weights == "imagenet")) and not enable_internet:
             notes.append(f"{stem} uses keras.applications ImageNet-1k weights, a download: push it with --internet "
                          "or set its weights parameter to None")
 

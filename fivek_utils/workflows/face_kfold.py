@@ -17,24 +17,35 @@ import keras
 import numpy as np
 import pandas as pd
 
-from ..core.config import Config, ConfigError
+from ..core.config import CACHE_DIR, Config, ConfigError
 from ..core.io import atomic_path, save_keras
 from ..core.locks import holds_lock
 from ..data.crops import FaceCrops, load_crops
 from ..data.faces import Detections
 from ..data.people import people_features
 from ..modeling.face_model import FaceTrainer, bag_batches_per_epoch, bag_probabilities, build_face_model, predict_faces
-from ..modeling.training import TrainingData, check_run_key
-from .faces import FACES_DIR, detect_split, detector_for
+from ..modeling.training import TrainingData, ids_digest, check_run_key
+from .faces import detect_split, detector_for
 from .kfold import FoldError, KFoldData
 
 FACE_MODEL = "face_model.keras"
 FACE_PREDICTIONS = "face_predictions.npz"
 
 
+FACE_FILES = ("face_model.keras", "face_predictions.npz", "face_run_key.json")
+# settings beside the face_* ones that make a face model: its dropout, weight decay, seeds and BatchNorm
+SHARED_SETTINGS = ("dropout", "weight_decay", "seed", "freeze_batchnorm", "warmup_epochs")
+
+
 def face_settings(cfg: Config) -> dict:
-    """The settings that make a face model (its run key), detector included."""
-    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name.startswith("face_") and f.name != "face_stage"}
+    """The settings that make a face model (its run key), the detector's included."""
+    own = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name.startswith("face_") and f.name != "face_stage"}
+    return {**own, **{name: getattr(cfg, name) for name in SHARED_SETTINGS}}
+
+
+def face_freeze_batchnorm(cfg: Config) -> bool:
+    """`freeze_batchnorm` when set, else frozen exactly when the face model starts from pretrained weights."""
+    return cfg.face_weights is not None if cfg.freeze_batchnorm is None else bool(cfg.freeze_batchnorm)
 
 
 @dataclass
@@ -48,12 +59,24 @@ class FaceData:
     people_cv: pd.DataFrame
     people_holdout: pd.DataFrame
 
+    def problems(self) -> dict[str, str]:
+        """fname -> why it has no face crop although it should have been looked at: unreadable or unplaced
+        at detection (`Detections.errors`), or unreadable when cropping."""
+        out = dict(self.detections.errors)
+        fnames = list(self.detections.images)
+        for crops, offset in ((self.cv, 0), (self.holdout, len(self.cv))):
+            out.update({fnames[offset + i]: msg for i, msg in crops.errors.items()})
+        return out
+
     def __str__(self) -> str:
         def part(c: FaceCrops) -> str:
             return f"{int(c.counts.sum())} faces in {len(c)} images ({int((c.counts == 0).sum())} without a face)"
 
+        problems = self.problems()
+        named = "; ".join(f"{f}: {m}" for f, m in list(problems.items())[:3])
         return (f"detector {self.detections.detector['name']}: cross-validated rows {part(self.cv)}; "
-                f"hold-out {part(self.holdout)}")
+                f"hold-out {part(self.holdout)}"
+                + (f"; {len(problems)} photo(s) could not be looked at (no face, counted above): {named}" if problems else ""))
 
 
 def face_data(cfg: Config, split: KFoldData, *, progress: bool = True) -> FaceData:
@@ -63,7 +86,7 @@ def face_data(cfg: Config, split: KFoldData, *, progress: bool = True) -> FaceDa
     detector = detector_for(cfg, cfg.data_path, "train")
     found = detect_split(paths, fnames, detector, "train", progress=progress)
     crops = load_crops(paths, fnames, found.detections, cfg.face_crop_size, detections_key=found.key,
-                       margin=cfg.face_margin, max_faces=cfg.face_max_per_image, cache_dir=FACES_DIR, progress=progress)
+                       margin=cfg.face_margin, max_faces=cfg.face_max_per_image, cache_dir=CACHE_DIR, progress=progress)
     n_cv = len(split.cv)
     if not crops.counts.sum():
         raise ConfigError(f"the {detector.name} detector found no face in any of the {len(df)} training photos, so the "
@@ -84,38 +107,68 @@ class FaceFoldResult:
     """Bag probabilities of mask = 1 (NaN for an image without a face)."""
 
     oof: np.ndarray  # (N,) each row by the fold's face model that did not train on it
-    holdout: np.ndarray | None  # (k, H) every fold's face model on the hold-out rows
+    holdout_crops: np.ndarray | None  # (k, F) every fold's face model on each hold-out crop: P(face masked)
+    holdout_counts: np.ndarray | None  # (H,) crops per hold-out row
     histories: dict[int, pd.DataFrame]
     seconds: dict[int, float]
+
+    @property
+    def holdout(self) -> np.ndarray | None:
+        """(H,) the hold-out bag probabilities of the fold ensemble, as prediction makes them: each face's
+        probability averaged over the fold models, then the product over the image's faces."""
+        if self.holdout_crops is None:
+            return None
+        return bag_probabilities(self.holdout_crops.mean(axis=0), self.holdout_counts)
 
 
 def _ids(df: pd.DataFrame) -> TrainingData:
     return TrainingData(df.reset_index(drop=True), np.zeros((0,)), np.zeros((len(df), 2)))
 
 
+def _single_device() -> None:
+    """The bag loss needs each image's crops in one batch on one device: a multi-replica strategy
+    (several GPUs, a TPU) would cut bags across replicas. The face model is small; it trains on one."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            raise ConfigError(f"run_face_kfold was called inside a {replicas}-replica strategy scope: the face model "
+                              "trains on one device (its bags must not be split across replicas); call it outside "
+                              "`with accel.scope():`")
+
+
 @holds_lock(lambda a: a["run_dir"] or a["cfg"].run_dir)
 def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path | None = None) -> FaceFoldResult:
     """Train one face model per fold (skipping finished ones) and collect OOF and hold-out bag probabilities."""
+    _single_device()
     run_dir = Path(run_dir or cfg.run_dir)
     folds, labels = split.folds, split.cv.labels[:, 0]
     n_folds = int(folds.max()) + 1
     oof = np.full(len(folds), np.nan)
     has_hold = len(split.holdout) > 0
-    hold = np.full((n_folds, len(split.holdout)), np.nan) if has_hold else None
+    hold = np.full((n_folds, len(faces.holdout.crops)), np.nan) if has_hold else None
     histories, seconds = {}, {}
     trainer = None  # one face model and one traced train step for every fold that trains
     for k in range(n_folds):
         fold_dir = run_dir / f"fold{k}"
         fold_dir.mkdir(parents=True, exist_ok=True)
         train_rows, val_rows = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-        check_run_key(fold_dir, cfg, _ids(split.cv.df.iloc[train_rows]), _ids(split.cv.df.iloc[val_rows]),
-                      key_file="face_run_key.json", settings=face_settings(cfg), detector=faces.detections.detector)
+        try:
+            check_run_key(fold_dir, cfg, _ids(split.cv.df.iloc[train_rows]), _ids(split.cv.df.iloc[val_rows]),
+                          key_file="face_run_key.json", settings=face_settings(cfg), detector=faces.detections.detector,
+                          holdout_ids=ids_digest(split.holdout.df))
+        except ConfigError as exc:  # only the face stage changed: its three files go, the image fold models stay
+            raise ConfigError(f"{exc}. To retrain only the face models, delete {', '.join(FACE_FILES)} from each "
+                              f"fold folder of {run_dir} (the image fold models there stay valid)") from None
         preds = fold_dir / FACE_PREDICTIONS
         if preds.exists() and (fold_dir / FACE_MODEL).exists():
             with np.load(preds) as z:
                 if not np.array_equal(z["rows"], val_rows) or (has_hold and z["holdout"].shape != hold[k].shape):
                     raise ConfigError(f"{fold_dir} holds the face model of a run with other rows, folds or hold-out; "
-                                      "delete the run folder, or choose another run_name, to train afresh")
+                                      f"delete {', '.join(FACE_FILES)} there to train it afresh")
                 oof[val_rows] = z["oof"]
                 if has_hold:
                     hold[k] = z["holdout"]
@@ -132,8 +185,7 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
             history = trainer.fit(faces.cv.subset(train_rows), labels[train_rows], seed=cfg.seed + k,
                                   val=(val_crops, labels[val_rows]))
             oof[val_rows] = bag_probabilities(predict_faces(model, val_crops.crops), val_crops.counts)
-            hold_k = (bag_probabilities(predict_faces(model, faces.holdout.crops), faces.holdout.counts)
-                      if has_hold else np.zeros(0))
+            hold_k = predict_faces(model, faces.holdout.crops) if has_hold else np.zeros(0)  # per crop
             if has_hold:
                 hold[k] = hold_k
             save_keras(model, fold_dir / FACE_MODEL)
@@ -147,7 +199,7 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
         last = history.iloc[-1]
         print(f"fold {k}: face model done in {seconds[k]:.0f}s, out-of-fold mask AUC "
               f"{last.get('val_auc_mask', float('nan')):.3f} (chance 0.5)", flush=True)
-    return FaceFoldResult(oof, hold, histories, seconds)
+    return FaceFoldResult(oof, hold, faces.holdout.counts if has_hold else None, histories, seconds)
 
 
 def _face_trainer(cfg: Config, faces: FaceData, labels: np.ndarray, folds: np.ndarray) -> FaceTrainer:
@@ -158,7 +210,7 @@ def _face_trainer(cfg: Config, faces: FaceData, labels: np.ndarray, folds: np.nd
                 for k in np.unique(folds))
     return FaceTrainer(model, epochs=cfg.face_epochs, lr=cfg.face_lr, steps_per_epoch=steps,
                        crops_per_batch=cfg.face_batch_size, weight_decay=cfg.weight_decay,
-                       freeze_batchnorm=cfg.face_weights is not None)
+                       warmup_epochs=cfg.warmup_epochs, freeze_batchnorm=face_freeze_batchnorm(cfg))
 
 
 def load_face_models(run_dir: str | Path) -> list[keras.Model]:

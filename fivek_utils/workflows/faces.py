@@ -22,6 +22,7 @@ from ..data.meta import load_meta, split_paths
 from ..modeling.face_detector import make_detector
 
 FACES_DIR = INTERIM_DATA_DIR / "faces"
+DEFAULT = "default"  # cache_dir: FACES_DIR as it is when called
 
 
 @dataclass
@@ -76,10 +77,11 @@ def detect_images(paths: Sequence[str | os.PathLike], fnames: Sequence[str], det
 
 
 def detect_split(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detector, split: str, *,
-                 cache_dir: str | os.PathLike | None = FACES_DIR, progress: bool = True) -> SplitFaces:
+                 cache_dir: str | os.PathLike | None = DEFAULT, progress: bool = True) -> SplitFaces:
     """`detect_images` for the images not yet in the cache of their folder and detector settings (an
     image whose file changed is looked at again); the answers for `fnames` in that order."""
     key = detections_key(paths, detector.settings)
+    cache_dir = FACES_DIR if cache_dir == DEFAULT else cache_dir
     if cache_dir is None:
         return SplitFaces(detect_images(paths, fnames, detector, progress=progress, desc=split), key, None)
     folders = {str(Path(p).parent) for p in paths}
@@ -96,7 +98,7 @@ def detect_split(paths: Sequence[str | os.PathLike], fnames: Sequence[str], dete
 
 
 def detect_dataset(data_dir: str | os.PathLike, split: str = "train", detector: str = "mtcnn", *, sample: int = 0,
-                   progress: bool = True, cache_dir: str | os.PathLike | None = FACES_DIR, **settings) -> SplitFaces:
+                   progress: bool = True, cache_dir: str | os.PathLike | None = DEFAULT, **settings) -> SplitFaces:
     """The faces of one split of a dataset in the official layout (`fivek faces`, notebook 01); with
     `sample`, of that many of its images (seeded), the rest left for later."""
     root = Path(data_dir)

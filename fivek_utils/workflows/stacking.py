@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..core.config import Config, ConfigError
+from ..core.config import CACHE_DIR, Config, ConfigError
 from ..core.io import atomic_write_json
 from ..core.locks import holds_lock
 from ..core.metrics import tune_thresholds
@@ -29,7 +30,7 @@ from ..data.people import people_features
 from ..modeling.face_model import bag_probabilities, predict_faces
 from ..modeling.stacker import Stacker, cross_val_stack, fit_stacker, has_faces, stack_features
 from .face_kfold import FaceData, FaceFoldResult, face_settings, load_face_models
-from .faces import FACES_DIR, detect_split
+from .faces import detect_split
 from .kfold import KFoldData, KFoldResult, score_row
 
 STACK_FILE = "stack.json"
@@ -77,7 +78,7 @@ def stack_kfold(split: KFoldData, result: KFoldResult, faces: FaceData, face_res
     holdout = None
     if result.holdout is not None and face_result.holdout is not None:
         image_hold = result.holdout.mean(axis=(0, 1))  # the fold ensemble with its TTA
-        face_hold = face_result.holdout.mean(axis=0)  # every fold crops the same faces: NaN in all or none
+        face_hold = face_result.holdout  # the fold face models averaged per face, then the product: as at prediction
         X_hold = stack_features(image_hold, face_hold, faces.people_holdout)
         hold_ids = split.holdout.df["image_id"].astype(str).to_numpy()
         holdout = {"image model": image_hold, "face model": with_face_mask(image_hold, face_hold),
@@ -98,6 +99,22 @@ def stack_gain_table(split: KFoldData, stack: StackResult) -> pd.DataFrame:
 
 
 # --- saved with the run, used at prediction time -------------------------------------------------
+def save_kfold_with_stack(cfg: Config, split: KFoldData, result: KFoldResult, stack: StackResult, faces: FaceData,
+                          face_result: FaceFoldResult, metrics: pd.DataFrame, gains: pd.DataFrame) -> dict[str, Path]:
+    """Notebook 05's Save step with the face stage: `kfold.save_kfold` with the stack's out-of-fold
+    probabilities and thresholds, and stack.json, replaced together or (a full disk) not at all, so
+    thresholds.json never holds the stack's thresholds beside another stack or none."""
+    from ..core.io import atomic_group
+    from .kfold import save_kfold
+
+    columns = {"face_crops": faces.cv.counts, "p_face_mask": face_result.oof}
+    with atomic_group():
+        paths = save_kfold(cfg, split, result, stack.thresholds["stack"], metrics, gains, probs=stack.oof["stack"],
+                           columns=columns)
+        paths["stack"] = save_stack(cfg, stack, faces)
+    return paths
+
+
 @holds_lock(lambda a: a["run_dir"] or a["cfg"].run_dir)
 def save_stack(cfg: Config, stack: StackResult, faces: FaceData, run_dir: Path | None = None) -> Path:
     """stack.json: the stacker, the detector's settings and the crops' settings, beside the fold face models."""
@@ -132,7 +149,7 @@ def load_stack(run_dir: str | os.PathLike) -> StackBundle:
         data = json.loads(path.read_text())
         stacker = Stacker.from_json(data["stacker"])
         detector, face = data["detector"], data["face"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: not a stack written by notebook 05 ({type(exc).__name__}: {exc}); "
                           "re-run its Save step") from None
     return StackBundle(stacker, load_face_models(run_dir), detector, face, run_dir)
@@ -144,6 +161,13 @@ def make_run_detector(bundle: StackBundle, test_dir: str | os.PathLike):
 
     d = bundle.detector
     settings = {k: d[k] for k in ("min_face_size", "min_confidence", "max_side") if k in d}
+    if d["name"] == "mtcnn":
+        from importlib.metadata import version
+
+        installed = version("mtcnn")
+        if d.get("version") not in (None, installed):
+            warnings.warn(f"{bundle.source} found its training faces with mtcnn {d['version']}; mtcnn {installed} is "
+                          "installed, so test faces may be found differently", stacklevel=2)
     try:
         return make_detector(d["name"], scenes_path=Path(test_dir) / "scenes.jsonl", **settings)
     except FileNotFoundError:
@@ -162,7 +186,7 @@ def predict_stack(bundle: StackBundle, meta: pd.DataFrame, image_probs: np.ndarr
     found = detect_split(paths, fnames, detector, Path(test_dir).name, progress=progress)
     f = bundle.face
     crops = load_crops(paths, fnames, found.detections, int(f["face_crop_size"]), detections_key=found.key,
-                       margin=float(f["face_margin"]), max_faces=int(f["face_max_per_image"]), cache_dir=FACES_DIR,
+                       margin=float(f["face_margin"]), max_faces=int(f["face_max_per_image"]), cache_dir=CACHE_DIR,
                        progress=progress)
     face_probs = bag_probabilities(predict_faces(bundle.face_models, crops.crops), crops.counts)
     face_probs[~readable] = np.nan
@@ -170,9 +194,15 @@ def predict_stack(bundle: StackBundle, meta: pd.DataFrame, image_probs: np.ndarr
     probs = bundle.stacker.predict(X, image_probs)
     probs[~readable] = image_probs[~readable]
     answered = has_faces(X)
+    problems = {**found.detections.errors, **{fnames[i]: m for i, m in crops.errors.items()}}
+    problems = {f: m for f, m in problems.items() if readable[fnames.index(f)]}  # unreadable ones: the fallback already
+    if problems:
+        warnings.warn(f"{len(problems)} test photo(s) could not be looked at for faces and keep the image model's "
+                      f"answer: {'; '.join(f'{f}: {m}' for f, m in list(problems.items())[:3])}", stacklevel=2)
     return probs, {"detector": detector.name, "faces": int(crops.counts.sum()),
                    "rows_answered_by_the_stack": int(answered.sum()),
-                   "rows_without_a_face_answered_by_the_image_model": int((~answered & readable).sum())}
+                   "rows_without_a_face_answered_by_the_image_model": int((~answered & readable).sum()),
+                   "rows_not_looked_at_for_faces": sorted(problems)}
 
 
 def plot_stack_gains(table: pd.DataFrame, name: str | None = None, title: str = ""):
