@@ -67,9 +67,21 @@ log_p = -np.logaddexp(0, -z)
 ref_bag = -(log_p[:2].sum()) - np.log(-np.expm1(log_p[2:].sum()))
 bag_before = float(BagBinaryCrossentropy()(target, z.reshape(-1, 1).astype("float32")))
 face_logs = bags.train_on_batch(crops, target, return_dict=True)
+# and the notebooks' training loop: bags of whole images, AdamW with warm-up + cosine, validation AUC
+from fivek_utils.data.crops import FaceCrops
+from fivek_utils.modeling.face_model import train_face_model
+
+counts = np.array([1, 2, 1, 2, 1, 2, 1, 1])
+face_crops = FaceCrops(rng.integers(0, 256, (int(counts.sum()), 32, 32, 3)).astype(np.uint8),
+                       np.repeat(np.arange(8), counts), counts)
+face_log = train_face_model(build_face_model(tiny_backbone(width=4)), face_crops, np.array([1, 0, 1, 0, -1, 1, 0, 1.0]),
+                            epochs=2, lr=1e-2, crops_per_batch=4, val=(face_crops, np.array([1, 0, 1, 0, 1, 1, 0, 1.0])),
+                            verbose=0)
 
 print(json.dumps({
     "bag_loss": bag_before, "bag_reference": float(ref_bag / 2), "bag_step": float(face_logs["loss"]),
+    "face_epochs": len(face_log), "face_losses_finite": bool(np.isfinite(face_log["loss"]).all()),
+    "face_val_auc": float(face_log["val_auc_mask"].iloc[-1]),
     "backend": keras.backend.backend(),
     "loaded": sorted(m for m in ("tensorflow", "keras_cv") if m in sys.modules),
     "loss": float(logs["loss"]), "mask_loss": float(logs["mask_loss"]), "distancing_loss": float(logs["distancing_loss"]),
@@ -99,3 +111,4 @@ def test_the_model_path_trains_one_step_under_jax_without_tensorflow():
     assert r["tta_error"] < 1e-5 and r["reload_error"] < 1e-6
     # the face model's bag loss: the product over each image's faces, in log space, as numpy computes it
     assert abs(r["bag_loss"] - r["bag_reference"]) < 1e-4 and 0.0 < r["bag_step"] < 50.0
+    assert r["face_epochs"] == 2 and r["face_losses_finite"] and 0.0 <= r["face_val_auc"] <= 1.0
