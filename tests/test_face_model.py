@@ -72,7 +72,7 @@ def test_the_face_model_learns_faces_from_image_labels(faces):
     labels = faces[3]
     assert (labels < 0).any() and (faces[1].counts > 1).any()  # blanks and bags of several faces present
     scores = train_and_score(faces, labels)
-    # measured with training seeds 0-2: bag AUC 0.92-0.94, face AUC 0.92-0.96
+    # measured with training seeds 0-2: bag AUC 0.89-0.96, face AUC 0.88-0.97 (seed 0: 0.93, 0.96)
     assert scores["bag_auc"] >= 0.85, scores
     assert scores["face_auc"] >= 0.85, scores
 
@@ -83,27 +83,31 @@ def test_shuffled_image_labels_stay_at_chance(faces):
     known = np.flatnonzero(labels >= 0)
     labels[known] = labels[np.random.default_rng(1).permutation(known)]
     scores = train_and_score(faces, labels)
-    # measured with seeds 0-2: bag AUC 0.57-0.61, face AUC 0.54-0.63 (about 70 held-out images)
+    # measured with seeds 0-2: bag AUC 0.55-0.63, face AUC 0.53-0.63 (about 70 held-out images)
     assert abs(scores["bag_auc"] - 0.5) < 0.2 and abs(scores["face_auc"] - 0.5) < 0.2, scores
 
 
-def test_bag_batches_hold_whole_bags_and_skip_blank_or_faceless_images(faces):
+def test_bag_batches_hold_whole_bags_of_one_shape_and_skip_blank_or_faceless_images(faces):
     _, crops, _, labels = faces
     data = BagBatches(crops, labels, crops_per_batch=16, seed=0)
     usable = set(np.flatnonzero((labels >= 0) & (crops.counts > 0)))
+    starts = np.concatenate([[0], np.cumsum(crops.counts)])
     seen = []
     for i in range(len(data)):
         x, y = data[i]
-        assert x.shape[0] == y.shape[0] and x.shape[1:] == (CROP, CROP, 3)
+        assert x.shape == (16, CROP, CROP, 3) and y.shape == (16, 2)  # one shape: one trace, one XLA compile
         bags = y[:, 1].astype(int)
         assert (np.diff(bags) >= 0).all() and bags[0] == 0  # crops of one image side by side, numbered from 0
-        for b in np.unique(bags):
-            assert len(np.unique(y[bags == b, 0])) == 1  # one label per image
-        seen += list(data.plan[i])
-    assert sorted(seen) == sorted(usable)  # every usable image once per epoch, nothing else
-    first = [list(p) for p in data.plan]
-    data.on_epoch_end()
-    assert [list(p) for p in data.plan] != first and len(data) == len(first)
+        rows = data.plan[i]
+        for b, r in enumerate(rows):  # each image's crops whole, with its label
+            assert (bags == b).sum() == crops.counts[r] and (y[bags == b, 0] == labels[r]).all()
+            assert np.array_equal(x[bags == b], crops.crops[starts[r]:starts[r + 1]].astype("float32"))
+        assert (y[bags == len(rows), 0] == -1).all()  # the filling: one blank bag, left out by the loss
+        seen += list(rows)
+    assert set(seen) == usable  # every usable image at least once an epoch, nothing else
+    other = BagBatches(crops, labels, crops_per_batch=16, seed=1)  # the next epoch: another order, as many batches
+    assert [list(p) for p in other.plan] != [list(p) for p in data.plan] and len(other) == len(data)
+    assert [list(p) for p in BagBatches(crops, labels, crops_per_batch=16, seed=0).plan] == [list(p) for p in data.plan]
 
 
 def test_bag_probability_is_the_product_and_faceless_images_are_nan():

@@ -64,11 +64,20 @@ def bag_model(face_model: keras.Model, *, flip: bool = True, shift: float = 0.06
 
 
 class BagBatches(keras.utils.PyDataset):
-    """Training batches of whole bags: the images with a known mask label and at least one crop, about
-    `crops_per_batch` crops a batch, each crop with [its image's label, its image's index in the
-    batch] as the target (what `BagBinaryCrossentropy` reads). Reshuffled every epoch (seeded)."""
+    """Training batches of whole bags, every one exactly `crops_per_batch` crops, so the train step is
+    traced (or, under JAX, compiled) once: the images with a known mask label and at least one crop,
+    each crop with [its image's label, its image's index in the batch] as the target (what
+    `BagBinaryCrossentropy` reads).
 
-    def __init__(self, crops: FaceCrops, labels: np.ndarray, crops_per_batch: int = 64, seed: int = 0, **kwargs):
+    The bags are shuffled (seeded: one `BagBatches` is one epoch; `FaceTrainer` makes one per epoch, so
+    the order never depends on when Keras prefetches) and packed in order, a bag going to the next batch
+    when it does not fit; the rest of a batch is filled with copies of its own crops under a bag
+    labelled blank (-1), which the loss leaves out. An epoch has a fixed number of batches, enough for
+    any packing; batches left over once every bag is placed are packed from bags drawn again at random,
+    so every usable image trains at least once an epoch.
+    """
+
+    def __init__(self, crops: FaceCrops, labels: np.ndarray, crops_per_batch: int = 64, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.crops, self.rng = crops, np.random.default_rng(seed)
         self.labels = np.asarray(labels, dtype="float32")
@@ -76,26 +85,48 @@ class BagBatches(keras.utils.PyDataset):
         self.usable = np.flatnonzero((self.labels >= 0) & (crops.counts > 0))
         self.members = {int(r): np.arange(starts[r], starts[r + 1]) for r in self.usable}
         self.n_bags = len(self.usable)
-        batches = max(1, round(crops.counts[self.usable].sum() / crops_per_batch)) if self.n_bags else 0
-        self.n_batches = min(batches, self.n_bags)  # never an empty batch
+        largest = int(crops.counts[self.usable].max()) if self.n_bags else 1
+        self.capacity = max(int(crops_per_batch), largest)
+        # packing in order closes a batch only when the next bag does not fit, so every closed batch holds
+        # more than capacity - largest crops: this many batches always suffice
+        total = int(crops.counts[self.usable].sum())
+        self.n_batches = total // (self.capacity - largest + 1) + 1 if self.n_bags else 0
         self._plan()
 
+    def _pack(self, order: np.ndarray) -> list[list[int]]:
+        batches, current, load = [], [], 0
+        for r in order:
+            size = len(self.members[int(r)])
+            if current and load + size > self.capacity:
+                batches.append(current)
+                current, load = [], 0
+            current.append(int(r))
+            load += size
+        return batches + ([current] if current else [])
+
     def _plan(self) -> None:
-        order = self.usable[self.rng.permutation(self.n_bags)]
-        self.plan = np.array_split(order, self.n_batches) if self.n_bags else []
+        if not self.n_bags:
+            self.plan = []
+            return
+        plan = self._pack(self.usable[self.rng.permutation(self.n_bags)])
+        while len(plan) < self.n_batches:  # fill the epoch's fixed length with bags drawn again
+            plan += self._pack(self.usable[self.rng.permutation(self.n_bags)])[: self.n_batches - len(plan)]
+        self.plan = plan[: self.n_batches]
 
     def __len__(self) -> int:
         return len(self.plan)
 
     def __getitem__(self, i: int):
         rows = self.plan[i]
-        index = np.concatenate([self.members[int(r)] for r in rows])
-        bag = np.repeat(np.arange(len(rows)), [len(self.members[int(r)]) for r in rows])
-        target = np.stack([self.labels[rows][bag], bag.astype("float32")], axis=1)
-        return self.crops.crops[index].astype("float32"), target
-
-    def on_epoch_end(self) -> None:
-        self._plan()
+        index = np.concatenate([self.members[r] for r in rows])
+        bag = np.repeat(np.arange(len(rows)), [len(self.members[r]) for r in rows]).astype("float32")
+        label = self.labels[rows][bag.astype(int)]
+        pad = self.capacity - len(index)
+        if pad:  # copies of this batch's crops, in a bag of their own with a blank label
+            index = np.concatenate([index, index[np.arange(pad) % len(index)]])
+            bag = np.concatenate([bag, np.full(pad, len(rows), "float32")])
+            label = np.concatenate([label, np.full(pad, -1.0, "float32")])
+        return self.crops.crops[index].astype("float32"), np.stack([label, bag], axis=1)
 
 
 # --- prediction -------------------------------------------------------------------------------
@@ -184,17 +215,22 @@ class FaceTrainer:
         """Train from the initial weights on the bags of `crops` (one per image) against the images' mask
         labels (-1 = blank: not used); the per-epoch log, with the validation bags' mask AUC when `val`
         is given."""
-        data = BagBatches(crops, labels, self.crops_per_batch, seed)
-        if data.n_bags == 0:
+        if BagBatches(crops, labels, self.crops_per_batch).n_bags == 0:
             raise ValueError("no image has both a known mask label and a face crop: nothing to train the face model on")
         self._reset()
         callbacks = [BagValidation(self.face_model, *val)] if val is not None else []
         t0 = time.time()
-        history = self.bags.fit(data, epochs=self.epochs, callbacks=callbacks, verbose=verbose)
+        logs: dict[str, list] = {}
+        for epoch in range(self.epochs):  # one fit per epoch: its batches planned before it starts
+            data = BagBatches(crops, labels, self.crops_per_batch, seed=[seed, epoch])
+            history = self.bags.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks, verbose=verbose,
+                                    shuffle=False)  # BagBatches shuffles, seeded; Keras would reorder its batches
+            for k, v in history.history.items():
+                logs.setdefault(k, []).extend(v)
         if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.face_model.trainable_weights):
             raise ValueError(f"the face model diverged (non-finite weights after {self.epochs} epochs, losses "
-                             f"{[round(v, 3) for v in history.history.get('loss', [])]}): lower face_lr")
-        log = pd.DataFrame(history.history)
+                             f"{[round(v, 3) for v in logs.get('loss', [])]}): lower face_lr")
+        log = pd.DataFrame(logs)
         log.insert(0, "epoch", np.arange(1, len(log) + 1))
         log["seconds"] = (time.time() - t0) / max(len(log), 1)
         return log
