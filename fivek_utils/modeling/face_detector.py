@@ -66,8 +66,13 @@ class MTCNNDetector:
         small = image if target == image.size else image.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
         if min(small.size) < 2 * MTCNN_MIN_FACE:  # too small for a pyramid: nothing to find
             return []
-        found = self._mtcnn.detect_faces(np.asarray(small), box_format="xyxy",
-                                         threshold_onet=min(0.8, self.min_confidence))
+        try:
+            found = self._mtcnn.detect_faces(np.asarray(small), box_format="xyxy",
+                                             threshold_onet=min(0.8, self.min_confidence))
+        except ValueError as exc:  # Keras 3.13 (Colab's) refuses the empty batch a stage gets when none passed
+            if "empty output" in str(exc):  # the one before it; later Keras lets mtcnn's own check say "no face"
+                return []
+            raise
         sx, sy = width / small.width, height / small.height
         faces = []
         for f in found or []:
