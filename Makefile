@@ -50,10 +50,11 @@ test-compat: $(COMPAT_VENV)/.installed ## the fast tests + a notebook smoke run 
 	@$(COMPAT_BIN)/python -c "from fivek_utils.core.versions import version_table; print(version_table())"
 	$(COMPAT_BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow or compat"
 
-bench: $(STAMP) ## the benchmarks (progressive learning, prediction, input pipeline)
+bench: $(STAMP) ## the benchmarks (progressive learning, prediction, input pipeline, the face stage)
 	$(BIN)/fivek bench progressive
 	$(BIN)/fivek bench predict
 	$(BIN)/fivek bench pipeline
+	$(BIN)/fivek bench faces
 
 bench-gpu: $(STAMP) ## on a GPU machine: precision, XLA, input pipeline, progressive at 384 px (~8 min)
 	$(BIN)/fivek bench gpu
