@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import BACKEND_AGNOSTIC, run_without_tensorflow
 
 ONE_STEP = """
@@ -97,6 +98,9 @@ print(json.dumps({
 """
 
 
+# about 30 s (a JAX start and two traces): in `make test` and `make test-compat`, not in `make test-fast`
+@pytest.mark.slow
+@pytest.mark.compat
 def test_the_model_path_trains_one_step_under_jax_without_tensorflow():
     proc = run_without_tensorflow(f"MODULES = {list(BACKEND_AGNOSTIC)!r}\n" + ONE_STEP)
     r = json.loads(proc.stdout.strip().splitlines()[-1])
