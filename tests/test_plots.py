@@ -36,3 +36,32 @@ def test_confusions_show_the_counts_of_the_table(figures):
 def test_no_name_writes_nothing(figures):
     plots.plot_gallery(np.zeros((2, 8, 8, 3), np.uint8), ["a", "b"])
     assert list(figures.iterdir()) == []
+
+
+def test_image_grid_has_a_cell_per_image_in_rows_and_no_axes(figures):
+    fig, axes = plots.image_grid(5, 2, (1.0, 2.0))
+    assert len(axes) == 6 and not any(ax.axison for ax in axes)
+    assert tuple(fig.get_size_inches()) == (2.0, 6.0)
+
+
+def test_face_gallery_draws_each_box_scaled_to_the_thumbnail_and_names_unreadable_photos(figures, tmp_path):
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    from fivek_utils.data.faces import Detections, Face, ImageFaces
+    from fivek_utils.workflows.faces import plot_faces
+
+    Image.new("RGB", (640, 320), (90, 90, 90)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"broken")
+    det = Detections({"name": "mtcnn"}, {
+        "a.png": ImageFaces("a.png", 640, 320, [Face((64, 32, 128, 96), 0.93), Face((320, 0, 640, 320), 0.81)]),
+        "b.png": ImageFaces("b.png", 640, 320, [Face((0, 0, 10, 10))]),
+    })
+    fig = plot_faces([tmp_path / "a.png", tmp_path / "b.png"], ["a.png", "b.png"], det, ncols=2, side=160,
+                     name="faces")
+    first, second = fig.axes[:2]
+    boxes = [(p.get_x(), p.get_y(), p.get_width(), p.get_height()) for p in first.patches if isinstance(p, Rectangle)]
+    assert boxes == [(16.0, 8.0, 16.0, 16.0), (80.0, 0.0, 80.0, 80.0)]  # 640 px drawn at 160: a quarter
+    assert [t.get_text() for t in first.texts] == ["0.93", "0.81"] and first.get_title() == "a.png: 2 face(s)"
+    assert second.get_title() == "b.png: unreadable" and not second.patches
+    assert (figures / "faces.png").exists()

@@ -78,14 +78,20 @@ def plot_image_sizes(table: pd.DataFrame, name: str | None = None):
     return fig
 
 
-def plot_gallery(images: np.ndarray, titles: list[str], ncols: int = 8, name: str | None = None, suptitle: str = ""):
-    """A grid of images with short titles."""
-    n = len(images)
+def image_grid(n: int, ncols: int, cell: tuple[float, float]):
+    """A figure of `n` image cells, `ncols` to a row, each `cell` inches (width, height), axes off;
+    returns the figure and its axes in reading order."""
     nrows = max(1, int(np.ceil(n / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 2.1 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell[0] * ncols, cell[1] * nrows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, img, t in zip(axes.ravel(), images, titles):
+    return fig, axes.ravel()
+
+
+def plot_gallery(images: np.ndarray, titles: list[str], ncols: int = 8, name: str | None = None, suptitle: str = ""):
+    """A grid of images with short titles."""
+    fig, axes = image_grid(len(images), ncols, (1.9, 2.1))
+    for ax, img, t in zip(axes, images, titles):
         ax.imshow(img)
         ax.set_title(t, fontsize=8)
     if suptitle:

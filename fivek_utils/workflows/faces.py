@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import INTERIM_DATA_DIR, Config
-from ..core.plots import save_figure
+from ..core.plots import image_grid, save_figure
 from ..data.faces import Detections, ImageFaces, cache_path, detections_key, file_stamp, read_cache, write_cache
 from ..data.images import ImageReadError, image_info, open_rgb
 from ..data.meta import load_meta, split_paths
@@ -122,15 +122,10 @@ def faces_table(detections: Detections) -> pd.DataFrame:
 def plot_faces(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detections: Detections, *,
                ncols: int = 4, side: int = 320, name: str | None = None, title: str = ""):
     """Photos with their detected face boxes drawn (and the confidence above each box)."""
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    n = len(paths)
-    nrows = max(1, int(np.ceil(n / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.9 * nrows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, path, fname in zip(axes.ravel(), paths, fnames):
+    fig, axes = image_grid(len(paths), ncols, (3.2, 2.9))
+    for ax, path, fname in zip(axes, paths, fnames):
         record = detections[fname]
         try:
             image = open_rgb(path, max_side=side)
