@@ -105,3 +105,47 @@ def test_fivek_faces_summarises_a_split(synth, tmp_path):
     summary = json.loads(out.stdout)
     assert summary["images"] == 4 and summary["faces"] == sum(len(r["scene"]["people"]) for r in scenes(synth, "public_test"))
     assert summary["cache"].startswith(str(tmp_path)) and os.path.exists(summary["cache"])
+
+
+class BrokenTruth(TruthDetector):
+    """The truth detector, failing for one image the way a broken install would (not an image's fault)."""
+
+    def detect(self, fname, image=None):
+        if fname == "2.jpg":
+            raise ValueError("a layer got an input of the wrong shape")
+        return super().detect(fname, image)
+
+
+def test_an_image_the_detector_cannot_place_is_counted_but_a_broken_detector_stops_uncached(synth, tmp_path):
+    df = load_meta(synth, "train")
+    paths, fnames = df["path"].tolist(), df["fname"].tolist()
+    lines = (synth / "train" / "scenes.jsonl").read_text().splitlines()
+    (tmp_path / "train").mkdir()
+    short = tmp_path / "train" / "scenes.jsonl"
+    short.write_text("\n".join(line for line in lines if json.loads(line)["fname"] != "4.jpg") + "\n")
+    found = detect_split(paths, fnames, TruthDetector(short), "train", cache_dir=None, progress=False).detections
+    assert found["4.jpg"].faces == [] and "4.jpg is not in" in found["4.jpg"].error
+    assert set(found.errors) == {"4.jpg"}
+
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="wrong shape"):
+        detect_split(paths, fnames, BrokenTruth(synth / "train" / "scenes.jsonl"), "train", cache_dir=cache,
+                     progress=False)
+    assert not cache.exists() or not any(cache.iterdir())  # never cached as "no face"
+
+
+def test_detections_that_do_not_fit_on_the_disk_are_still_answered(synth, tmp_path, monkeypatch):
+    import errno
+
+    from fivek_utils.core import io
+
+    df = load_meta(synth, "train")
+
+    def full(path, *args, **kwargs):  # the disk is full for the cache file only
+        raise io.disk_full_error(OSError(errno.ENOSPC, "No space left on device"), path)
+
+    monkeypatch.setattr(io, "atomic_path", full)
+    with pytest.warns(UserWarning, match="face detections not cached: no space left"):
+        got = detect_split(df["path"].tolist(), df["fname"].tolist(), TruthDetector(synth / "train" / "scenes.jsonl"),
+                           "train", cache_dir=tmp_path, progress=False)
+    assert len(got.detections) == 12 and got.detections.summary()["faces"] > 0

@@ -26,6 +26,11 @@ from ..core.io import atomic_write_json
 CACHE_VERSION = 1
 
 
+class DetectionError(ValueError):
+    """An image a detector cannot place (missing from scenes.jsonl, drawn at another size): that image
+    gets no faces and this error, counted; any other detector failure stops the run."""
+
+
 @dataclass
 class Face:
     """One detected face: its box in original-image pixels, the detector's confidence, landmarks."""
@@ -174,7 +179,7 @@ class TruthDetector:
     def detect(self, fname: str, image=None) -> list[Face]:
         """The head boxes of `fname` (no pixels needed); an image missing from scenes.jsonl is an error."""
         if fname not in self.boxes:
-            raise KeyError(f"{fname} is not in {self.path}")
+            raise DetectionError(f"{fname} is not in {self.path}")
         width, height, heads = self.boxes[fname]
         faces = []
         for x0, y0, x1, y1 in heads:

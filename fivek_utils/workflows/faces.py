@@ -7,6 +7,7 @@ settings), keyed by the files and the settings. `fivek faces DIR` and notebook 0
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import INTERIM_DATA_DIR, Config
-from ..core.plots import image_grid, save_figure
-from ..data.faces import Detections, ImageFaces, cache_path, detections_key, file_stamp, read_cache, write_cache
+from ..core.io import DiskFullError
+from ..data.faces import (DetectionError, Detections, ImageFaces, cache_path, detections_key, file_stamp, read_cache,
+                          write_cache)
 from ..data.images import ImageReadError, image_info, open_rgb
 from ..data.meta import load_meta, split_paths
 from ..modeling.face_detector import make_detector
@@ -49,7 +51,8 @@ def detector_for(cfg_or_name: Config | str, data_dir: str | os.PathLike, split: 
 def detect_images(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detector, *, progress: bool = True,
                   desc: str = "faces") -> Detections:
     """Run `detector` on every image. An image that cannot be read, or that the detector cannot place,
-    gets no faces and its error; it never stops the run."""
+    gets no faces and its error; it never stops the run. Any other error of the detector (a broken
+    install, say) does, so that it is never cached as "no face"."""
     from tqdm.auto import tqdm
 
     images: dict[str, ImageFaces] = {}
@@ -68,8 +71,8 @@ def detect_images(paths: Sequence[str | os.PathLike], fnames: Sequence[str], det
                 faces = detector.detect(fname)
                 drawn = detector.size(fname)
                 if drawn and drawn != (width, height):
-                    raise ValueError(f"{path} is {width}x{height} px but scenes.jsonl drew it {drawn[0]}x{drawn[1]}")
-        except (ImageReadError, KeyError, ValueError) as exc:
+                    raise DetectionError(f"{path} is {width}x{height} px but scenes.jsonl drew it {drawn[0]}x{drawn[1]}")
+        except (ImageReadError, DetectionError) as exc:  # that image only; a broken detector stops the run
             images[fname] = ImageFaces(fname, width, height, [], f"{type(exc).__name__}: {exc}")
             continue
         images[fname] = ImageFaces(fname, width, height, faces)
@@ -93,7 +96,10 @@ def detect_split(paths: Sequence[str | os.PathLike], fnames: Sequence[str], dete
     if todo:
         found = detect_images([paths[i] for i in todo], [fnames[i] for i in todo], detector, progress=progress, desc=split)
         cached.update({fnames[i]: (stamps[i], found[fnames[i]]) for i in todo})
-        write_cache(path, detector.settings, cached)
+        try:
+            write_cache(path, detector.settings, cached)
+        except DiskFullError as exc:  # the detections are in memory: a cache that does not fit costs a detection next time
+            warnings.warn(f"face detections not cached: {exc}", stacklevel=2)
     return SplitFaces(Detections(detector.settings, {f: cached[f][1] for f in fnames}), key, path)
 
 
@@ -123,6 +129,8 @@ def plot_faces(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detect
                ncols: int = 4, side: int = 320, name: str | None = None, title: str = ""):
     """Photos with their detected face boxes drawn (and the confidence above each box)."""
     from matplotlib.patches import Rectangle
+
+    from ..core.plots import image_grid, save_figure
 
     fig, axes = image_grid(len(paths), ncols, (3.2, 2.9))
     for ax, path, fname in zip(axes, paths, fnames):
