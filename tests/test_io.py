@@ -14,6 +14,7 @@ from fivek_utils.core.io import (
     DiskFullError,
     atomic_group,
     atomic_path,
+    atomic_remove,
     atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
@@ -85,6 +86,22 @@ def test_a_save_of_several_files_replaces_all_of_them_or_none(tmp_path):
         atomic_write_text(thresholds, "new")
         atomic_write_text(model, "new model")
     assert (model.read_text(), thresholds.read_text()) == ("new model", "new")
+
+
+def test_a_file_removed_in_a_save_goes_only_if_the_whole_save_is_written(tmp_path):
+    stack, thresholds = atomic_write_text(tmp_path / "stack.json", "old stack"), atomic_write_text(tmp_path / "t.json", "old")
+    with pytest.raises(DiskFullError):
+        with atomic_group():
+            assert atomic_remove(stack) and stack.exists()  # still read as it was inside the group
+            with atomic_path(thresholds) as tmp:
+                tmp.write_text("new")
+                raise OSError(errno.ENOSPC, "No space left on device")
+    assert (stack.read_text(), thresholds.read_text()) == ("old stack", "old")  # the pair stays together
+    with atomic_group():
+        atomic_remove(stack)
+        atomic_write_text(thresholds, "new")
+    assert not stack.exists() and thresholds.read_text() == "new"
+    assert atomic_remove(stack) is False  # nothing to remove
 
 
 def test_a_staged_folder_replaces_its_entries_or_leaves_the_previous_ones(tmp_path):

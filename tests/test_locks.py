@@ -1,6 +1,7 @@
 """One writer per run folder: a second process is refused at once with one line naming the folder
 and the holder, or waits; a killed holder never blocks; `fivek run` lends its locks to its kernels."""
 
+import json
 import os
 import signal
 import socket
@@ -214,3 +215,18 @@ def test_where_the_filesystem_cannot_lock_the_run_goes_on_with_a_warning(tmp_pat
     with pytest.warns(UserWarning, match=f"cannot lock {tmp_path / 'run'} .*going on without a lock"):
         with hold_lock(tmp_path / "run"):
             pass
+
+
+def test_the_holder_record_goes_with_the_lock_and_no_marker_file_stands_in_for_flock(tmp_path):
+    import inspect
+
+    import filelock
+
+    from fivek_utils.core.locks import _HELD
+
+    with hold_lock(tmp_path / "run"):
+        record = json.loads((tmp_path / ".run.lock.json").read_text())
+        assert record["pid"] == os.getpid()
+        if "fallback_to_soft" in inspect.signature(filelock.FileLock).parameters:  # filelock 4: flock or a warning
+            assert _HELD[str(tmp_path / "run")].lock.fallback_to_soft is False
+    assert not (tmp_path / ".run.lock.json").exists()  # a later refusal never names a finished holder

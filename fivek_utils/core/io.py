@@ -115,19 +115,37 @@ def atomic_group() -> Iterator[None]:
     if _GROUP.get() is not None:
         yield
         return
-    pending: list[tuple[Path, Path]] = []
+    pending: list[tuple[Path | None, Path]] = []  # (None, final): `final` is removed when the group ends
     token = _GROUP.set(pending)
     try:
         yield
     except BaseException:
         for tmp, _final in pending:
-            _remove(tmp)
+            if tmp is not None:
+                _remove(tmp)
         raise
     else:
-        for tmp, final in pending:  # renames need no space
-            os.replace(tmp, final)
+        for tmp, final in pending:  # renames and removals need no space
+            if tmp is None:
+                final.unlink(missing_ok=True)
+            else:
+                os.replace(tmp, final)
     finally:
         _GROUP.reset(token)
+
+
+def atomic_remove(path: str | os.PathLike) -> bool:
+    """Remove `path` (a file), inside `atomic_group` when the group ends and only if all of it is
+    written; whether there was a file to remove."""
+    final = Path(path)
+    if not final.exists():
+        return False
+    group = _GROUP.get()
+    if group is None:
+        final.unlink(missing_ok=True)
+    else:
+        group.append((None, final))
+    return True
 
 
 def _remove(tmp: Path) -> None:

@@ -4,7 +4,7 @@ A run folder (`models/<run>/`, with `reports/<run>/`), a submission file, a prep
 decode-cache entry is written by one process at a time. Its lock is a file beside it
 (`models/.02-baseline-b0.lock`), locked with the operating system's `flock`: the lock goes away
 when its holder exits, however it exits (a crash or `kill -9` never leaves a stale lock). Beside
-it, `<lock>.json` says who holds it (PID, host, since when, what command), so a second process
+it, while it is held, `<lock>.json` says who holds it (PID, host, since when, what command), so a second process
 is refused at once with one line naming the folder and the holder, or waits for it when asked
 (`wait=True`, `fivek run --wait`, or `FIVEK_WAIT=1` in the environment, e.g. in a notebook).
 
@@ -124,12 +124,20 @@ def _wanted_wait(wait: bool | None) -> bool:
     return os.environ.get(WAIT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _no_soft_fallback() -> dict:
+    """filelock 4 quietly swaps a missing flock for a marker file, which a killed holder leaves behind
+    (a stale lock); asked not to, it raises as 3.x does, and the run goes on unlocked with a warning."""
+    import filelock
+
+    return {"fallback_to_soft": False} if "fallback_to_soft" in inspect.signature(filelock.FileLock).parameters else {}
+
+
 def _acquire(target: Path, *, wait: bool) -> _Held:
     """Take the lock of `target` (not yet held by this process)."""
     from filelock import FileLock, Timeout
 
     path = lock_file(target)
-    lock = FileLock(str(path), thread_local=False)
+    lock = FileLock(str(path), thread_local=False, **_no_soft_fallback())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
@@ -160,7 +168,9 @@ def _release(key: str) -> None:
         if held.count:
             return
         del _HELD[key]
-    if held.lock is not None:
+    if held.lock is not None:  # the record first: while the lock is held, no one else writes it
+        with contextlib.suppress(OSError):
+            _holder_file(Path(held.lock.lock_file)).unlink(missing_ok=True)
         held.lock.release()
 
 

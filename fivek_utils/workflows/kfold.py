@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import PROCESSED_DATA_DIR, Config, ConfigError
-from ..core.io import atomic_group, atomic_path, atomic_write_csv, save_keras
+from ..core.io import atomic_group, atomic_path, atomic_remove, atomic_write_csv, save_keras
 from ..core.labels import HEADS
 from ..core.locks import holds_lock
 from ..core.metrics import evaluate, tune_thresholds
@@ -251,9 +251,8 @@ def save_kfold(cfg: Config, split: KFoldData, result: KFoldResult, thresholds: d
         frame[name] = values
     paths["oof"] = atomic_write_csv(cfg.run_dir / "oof.csv", frame)
     stale = cfg.run_dir / "stack.json"
-    if not cfg.face_stage and stale.exists():
-        stale.unlink()
-        print(f"removed {stale}: this run has no face stage")
+    if not cfg.face_stage and atomic_remove(stale):  # with the rest of this save, or not at all
+        print(f"removing {stale}: this run has no face stage")
     paths["gains"] = atomic_write_csv(cfg.report_dir / "gains.csv", gains.reset_index(names="variant"))
     paths["ensemble_graph"] = save_ensemble(cfg.run_dir, result.tta)
     return paths
