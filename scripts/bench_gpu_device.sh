@@ -59,10 +59,10 @@ print("jax", jax.__version__, devices)
 if sys.argv[1] != "1" and devices[0].platform != "gpu":
     sys.exit(f"JAX sees no GPU ({devices}); not running the full-size benchmark")
 EOF
-  log=${OUT:-reports/bench}/bench-gpu.log
+  log=${OUT:-reports/bench}/bench-gpu.log  # --verbose: JAX's and XLA's messages in it too, not in a gpu.log left there
   mkdir -p "$(dirname "$log")" reports/bench
   set +e
-  "$PYTHON" -m fivek_utils.cli bench gpu --backend jax --part model --budget-s "${BUDGET_S:-400}" "$@" 2>&1 | tee "$log"
+  "$PYTHON" -m fivek_utils.cli bench gpu --verbose --backend jax --part model --budget-s "${BUDGET_S:-400}" "$@" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   result=reports/bench/gpu.json

@@ -57,7 +57,7 @@ def test_gpu_bench_runs_end_to_end_on_a_cpu_in_tiny_mode(tmp_path, monkeypatch):
         assert len(epochs) == 2 and all(np.isfinite(e["val_f1_5k"]) for e in epochs)
     assert [e["image_size"] for e in learning["fixed"]["epochs"]] == [48, 48]
     assert [e["image_size"] for e in learning["progressive"]["epochs"]] == [32, 48]
-    written = json.loads((tmp_path / "gpu-tiny.json").read_text())
+    written = json.loads((tmp_path / "gpu-tensorflow-tiny.json").read_text())
     assert written["throughput"] == result["throughput"] and "machine" in written
 
 

@@ -91,3 +91,20 @@ def test_tiny_bench_runs_under_jax_without_tensorflow_then_the_pipeline_joins_it
     assert pipe["images_per_cpu_second_one_core"] > 0
     assert [c["cores"] for c in data["cores_to_feed"]] == [
         round(r["train_images_per_second"] / pipe["images_per_cpu_second_one_core"], 1) for r in rows]
+
+
+@pytest.mark.slow
+def test_both_parts_in_one_command_keep_one_log_with_the_model_and_the_cores_tables(tmp_path):
+    import os
+
+    from conftest import run_fivek
+
+    env = {**os.environ, "FIVEK_ROOT": str(tmp_path), "KERAS_BACKEND": "jax"}
+    proc = run_fivek("bench", "gpu", "--backend", "jax", "--tiny", "--quiet", env=env)
+    bench_dir = tmp_path / "reports" / "bench"
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"fivek bench gpu: results in {bench_dir}")
+    data = json.loads((bench_dir / "gpu-tiny.json").read_text())
+    assert data["model"]["machine"]["backend"] == "jax" and data["pipeline"]["machine"]["tensorflow"]
+    assert len(data["cores_to_feed"]) == len(gpu_bench.PRECISIONS)
+    log = (bench_dir / "gpu.log").read_text()  # the child (the pipeline part on TensorFlow) wrote into it too
+    assert "model part: Keras" in log and "pipeline part: TensorFlow" in log and "keep the model fed" in log

@@ -406,7 +406,7 @@ def bench_gpu(*, tiny: bool = False, data_dir: str | None = None, n_train: int =
     }
     print(f"\nbench gpu: {result['seconds']} s on {device}; pipeline keeps up: {result['pipeline_keeps_up']}")
     if write:
-        _write("gpu-tiny" if tiny else "gpu", result)
+        _write("gpu-tensorflow-tiny" if tiny else "gpu-tensorflow", result)  # gpu.json: the Keras-on-JAX bench
     return result
 
 

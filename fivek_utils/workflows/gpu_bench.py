@@ -349,7 +349,8 @@ def update_result(section: str, value: dict, tiny: bool) -> dict:
             data = json.loads(path.read_text())
         except json.JSONDecodeError:
             data = {}
-        if data.get("benchmark") != BENCHMARK:  # another benchmark's file (the TensorFlow `fivek bench gpu`)
+        if data.get("benchmark") != BENCHMARK:  # another benchmark's file (the TensorFlow bench's, before it
+            # wrote gpu-tensorflow.json)
             data = {}
     data.update(benchmark=BENCHMARK, tiny=tiny)
     data[section] = value
@@ -368,7 +369,9 @@ def update_result(section: str, value: dict, tiny: bool) -> dict:
 
 def _pipeline_in_child(tiny: bool) -> None:
     """The pipeline part in a fresh process on TensorFlow (this one runs Keras on another backend)."""
-    cmd = [sys.executable, "-m", "fivek_utils.cli", "bench", "gpu", "--backend", "jax", "--part", "pipeline"]
+    # --verbose: the child writes to the streams it inherits (this process's log when they are sent there)
+    # instead of starting that log over under this process's feet
+    cmd = [sys.executable, "-m", "fivek_utils.cli", "bench", "gpu", "--verbose", "--backend", "jax", "--part", "pipeline"]
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     subprocess.run(cmd + (["--tiny"] if tiny else []), env=env, check=True)
 
