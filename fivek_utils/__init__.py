@@ -61,7 +61,7 @@ _EXPORTS = {
     "MaskedBinaryCrossentropy": "modeling.losses",
     "make_train_dataset": "modeling.pipeline", "make_predict_dataset": "modeling.pipeline",
     "load_training_data": "modeling.training", "train_two_phase": "modeling.training",
-    "warmup_cosine": "modeling.training", "load_best": "modeling.training",
+    "warmup_cosine": "modeling.optim", "load_best": "modeling.training",
     "predict_probs": "modeling.inference", "predict_tta": "modeling.inference", "ensemble_graph": "modeling.inference",
     "load_ensemble": "modeling.inference", "predict_split": "modeling.inference",
     "gradcam": "modeling.explain",

@@ -189,7 +189,7 @@ def _add_kaggle(sub) -> None:
     p.add_argument("--dataset-slug", default="fivek-kit", help="slug of the kit dataset (default fivek-kit)")
     p.add_argument("--config", help="pipeline YAML whose parameters are injected into the notebooks, e.g. configs/full.yaml")
     p.add_argument("--with-wheels", action="store_true",
-                   help="pip download keras-cv, imagehash, PyWavelets, papermill, mtcnn and lz4 into the kit (needs PyPI)")
+                   help="pip download keras-cv, imagehash, PyWavelets, papermill, mtcnn, lz4 and filelock into the kit (needs PyPI)")
     p.add_argument("--internet", action="store_true", help="enable_internet in every notebook (default off)")
     p.add_argument("--no-gpu", action="store_true", help="run every notebook on CPU")
     p.set_defaults(func=_cmd_kaggle)

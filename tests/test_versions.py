@@ -59,7 +59,7 @@ def test_pyproject_dependencies_are_the_supported_ranges():
 def test_requirements_txt_has_the_supported_ranges_beside_its_test_tools():
     declared = ranges(requirement_lines(CODE_ROOT / "requirements.txt"))
     assert {n: declared.get(n) for n in SUPPORTED} == SUPPORTED
-    assert {"jupyter", "pytest", "pytest-xdist"} <= set(declared) - set(SUPPORTED)  # the rest: not needed at run time
+    assert set(declared) - set(SUPPORTED) == {"jupyter", "pytest", "pytest-xdist", "jax"}  # test tools; a run needs none
 
 
 def test_every_lower_bound_is_a_version_test_compat_installs():

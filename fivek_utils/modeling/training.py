@@ -26,7 +26,7 @@ from ..data.meta import label_array, load_meta
 from .backbones import set_trainable
 from .inference import predict_probs
 from .losses import compile_model
-from .optim import make_optimizer, warmup_cosine  # noqa: F401  (the recipes' schedule and optimizer)
+from .optim import make_optimizer, warmup_cosine
 from .pipeline import make_train_dataset
 from .resume import EpochBackup, prune_log
 
