@@ -42,7 +42,7 @@ def test_writes_submission_probabilities_and_record(run_and_test, tmp_path):
         summary = predict_submission(load_ensemble(run), test, out, batch_size=2, progress=False)
     assert summary["rows"] == 4 and summary["fallback_rows"] == 1 and summary["models"] == 2
     written = sorted(p.name for p in out.parent.iterdir())
-    assert written == [".submission.csv.lock", ".submission.csv.lock.json",  # its lock, and who held it last
+    assert written == [".submission.csv.lock",  # its lock (the holder record went with the holder)
                        "submission.csv", "submission_config.yaml", "submission_probs.csv"]
     assert pd.read_csv(out)["image_id"].tolist() == [3, 1, 2, 4]  # the meta file's order
     probs = pd.read_csv(out.with_name("submission_probs.csv"))
@@ -69,7 +69,12 @@ def stacked_run(tmp_path):
     folder (truth boxes) with one broken and one missing image."""
     from fivek_utils.data.synth import generate_dataset
     from fivek_utils.modeling.face_model import build_face_model
+    from types import SimpleNamespace
+
+    from fivek_utils.core.config import Config
+    from fivek_utils.data.faces import Detections
     from fivek_utils.modeling.stacker import STACK_FEATURES, fit_stacker
+    from fivek_utils.workflows.stacking import StackResult, save_stack
 
     run = tmp_path / "models" / "05-kfold"
     for k in range(2):
@@ -80,9 +85,9 @@ def stacked_run(tmp_path):
     X = pd.DataFrame(rng.normal(size=(60, len(STACK_FEATURES))), columns=list(STACK_FEATURES))
     stacker = fit_stacker(X, rng.integers(0, 2, (60, 2)).astype(float), [str(i) for i in range(60)], np.arange(60) % 2)
     thresholds = {"mask": 0.5, "distancing": 0.5, "5k_mask": 0.4, "5k_distancing": 0.45, "f1_5K": 0.7}
-    (run / "stack.json").write_text(json.dumps({
-        "stacker": stacker.to_json(), "detector": {"name": "truth"}, "thresholds": {"stack": thresholds},
-        "face": {"face_crop_size": 32, "face_margin": 1.3, "face_max_per_image": 12}}))
+    cfg = Config(face_stage=True, face_detector="truth", face_crop_size=32, face_margin=1.3, face_max_per_image=12)
+    stack = StackResult(stacker, {}, None, {"stack": thresholds}, {"oof": 0})
+    save_stack(cfg, stack, SimpleNamespace(detections=Detections({"name": "truth"}, {})), run)  # as notebook 05 does
     (run / "thresholds.json").write_text(json.dumps(thresholds))
     (run / "config.yaml").write_text("image_size: 32\nbackbone: tiny\nface_stage: true\n")
     (run / "ensemble.json").write_text(json.dumps({"image_size": 32, "tta": ["identity", "flip"], "face_stage": True,
