@@ -65,3 +65,18 @@ def test_face_gallery_draws_each_box_scaled_to_the_thumbnail_and_names_unreadabl
     assert [t.get_text() for t in first.texts] == ["0.93", "0.81"] and first.get_title() == "a.png: 2 face(s)"
     assert second.get_title() == "b.png: unreadable" and not second.patches
     assert (figures / "faces.png").exists()
+
+
+def test_faces_per_image_histogram_counts_every_image(figures):
+    from fivek_utils.data.faces import Detections, Face, ImageFaces
+    from fivek_utils.workflows.faces import plot_face_counts
+
+    det = Detections({"name": "truth"}, {
+        "a.jpg": ImageFaces("a.jpg", 100, 100, [Face((0, 0, 10, 10)), Face((20, 0, 40, 20))]),
+        "b.jpg": ImageFaces("b.jpg", 100, 100, []),
+        "c.jpg": ImageFaces("c.jpg", 100, 100, [Face((0, 0, 50, 50))]),
+    })
+    fig = plot_face_counts(det, name="counts")
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert sum(heights) == 3 and heights[:3] == [1, 1, 1]  # one image each with 0, 1 and 2 faces
+    assert (figures / "counts.png").exists()

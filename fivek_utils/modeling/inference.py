@@ -96,10 +96,16 @@ class Ensemble:
         return predict_probs(self.graph(tta), images, batch_size)
 
 
+def fold_files(run_dir: str | os.PathLike, name: str) -> list[Path]:
+    """`fold*/<name>` of a k-fold run, in fold order (fold10 after fold9)."""
+    return sorted(Path(run_dir).glob(f"fold*/{name}"),
+                  key=lambda p: int("".join(c for c in p.parent.name if c.isdigit()) or 0))
+
+
 def find_models(models_dir: str | os.PathLike) -> list[Path]:
     """Fold models (`fold*/model.keras`) of a k-fold run, else the run's single `model.keras`."""
     d = Path(models_dir)
-    folds = sorted(d.glob("fold*/model.keras"), key=lambda p: int("".join(c for c in p.parent.name if c.isdigit()) or 0))
+    folds = fold_files(d, "model.keras")
     if folds:
         return folds
     if (d / "model.keras").exists():

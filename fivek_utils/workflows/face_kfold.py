@@ -215,9 +215,9 @@ def _face_trainer(cfg: Config, faces: FaceData, labels: np.ndarray, folds: np.nd
 
 def load_face_models(run_dir: str | Path) -> list[keras.Model]:
     """The fold face models of a k-fold run, in fold order."""
-    from ..modeling.inference import load_keras_file
+    from ..modeling.inference import fold_files, load_keras_file
 
-    paths = sorted(Path(run_dir).glob(f"fold*/{FACE_MODEL}"), key=lambda p: int(p.parent.name[4:] or 0))
+    paths = fold_files(run_dir, FACE_MODEL)
     if not paths:
         raise FileNotFoundError(f"no fold*/{FACE_MODEL} in {run_dir}: the run has no face models")
     return [load_keras_file(p) for p in paths]

@@ -159,6 +159,8 @@ def plot_face_counts(detections: Detections, name: str | None = None, title: str
     """Histogram of faces per image and of face heights (share of the photo's longer side)."""
     import matplotlib.pyplot as plt
 
+    from ..core.plots import save_figure
+
     counts = detections.counts()
     table = faces_table(detections)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
