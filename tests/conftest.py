@@ -23,6 +23,35 @@ def real_meta_path() -> Path:
     return REAL_META
 
 
+# `make test` keeps each `xdist_group` (the notebooks' smoke run) on one worker. Where pytest-xdist cannot
+# (pytest 9.2 with xdist 3.8: pytest-dev/pytest-xdist#1386) the smoke run silently runs once per worker
+# and the suite takes twice as long, so the run fails and says so.
+_ungrouped: list[str] = []
+
+
+def pytest_collection_modifyitems(items):
+    """Grouped tests first (a stable sort: the rest keep their order), so the smoke run's worker starts
+    on it at once while the other workers share everything else, instead of running it alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and "xdist_group" in report.keywords and "@" not in report.nodeid:
+        _ungrouped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _ungrouped and session.config.getoption("dist", "no") == "loadgroup":
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if _ungrouped and config.getoption("dist", "no") == "loadgroup":
+        terminalreporter.write_line(f"FAILED: pytest-xdist's --dist loadgroup did not keep {_ungrouped[0]} (and "
+                                    f"{len(_ungrouped) - 1} more) with its group under pytest {pytest.__version__}: "
+                                    "install what requirements.txt allows (pytest-dev/pytest-xdist#1386)", red=True)
+
+
 # --- shared helpers ---------------------------------------------------------------------------
 import json  # noqa: E402
 

@@ -78,7 +78,7 @@ MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     "fixture,transform,scale,offset",
     [
         ("b0", "identity", 1 / 255, 0.0),  # [0, 1] fed straight to the network (the tfhub.dev reading)
-        ("b0_m11", "minus1_1", 1 / 128, -1.0),  # automl's [-1, 1]
+        pytest.param("b0_m11", "minus1_1", 1 / 128, -1.0, marks=[pytest.mark.slow, pytest.mark.compat]),  # automl's [-1, 1]
         pytest.param("b0_imagenet", "imagenet", list(1 / (255 * STD)), list(-MEAN / STD),  # mean/std, as keras' V2-B0..B3
                      marks=pytest.mark.slow),
     ],

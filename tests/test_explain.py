@@ -9,6 +9,8 @@ from fivek_utils.modeling.explain import gradcam
 from fivek_utils.modeling.models import build_model
 
 
+@pytest.mark.slow
+@pytest.mark.compat  # about 10 s: in make test and make test-compat, not test-fast
 def test_gradcam_lights_up_where_the_evidence_is():
     keras.utils.set_random_seed(0)
     model = build_model(tiny_backbone(width=8), None, dropout=0.0)

@@ -63,6 +63,8 @@ def test_the_hold_out_is_the_fold_ensemble_averaged_per_face(setup):
     assert np.allclose(result.holdout, expected)
 
 
+@pytest.mark.slow
+@pytest.mark.compat  # about 10 s: in make test and make test-compat, not test-fast
 def test_the_stack_never_sees_the_hold_out(setup):
     cfg, split, found, root = setup
     face_result = face_kfold.run_face_kfold(cfg, split, found, root / "run")

@@ -126,6 +126,8 @@ def small_bags(seed: int, n: int = 24):
     return FaceCrops(crops, np.repeat(np.arange(n), counts), counts), labels
 
 
+@pytest.mark.slow
+@pytest.mark.compat  # about 10 s: in make test and make test-compat, not test-fast
 def test_the_trainer_restarts_each_fit_from_the_same_state():
     from fivek_utils.modeling.face_model import FaceTrainer
 

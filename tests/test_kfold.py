@@ -84,6 +84,8 @@ def test_kfold_data_keeps_the_holdout_out_of_every_fold_and_saves_the_folds(tmp_
     assert str(split) == f"{len(cv_ids)} rows in 3 folds, {len(hold_ids)} hold-out rows"
 
 
+@pytest.mark.slow
+@pytest.mark.compat  # about 10 s: in make test and make test-compat, not test-fast
 def test_save_kfold_writes_ensemble_json_once_and_the_one_graph(tmp_path, monkeypatch):
     import json
 

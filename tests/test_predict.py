@@ -100,6 +100,8 @@ def stacked_run(tmp_path):
     return run, test
 
 
+@pytest.mark.slow
+@pytest.mark.compat  # about 10 s: in make test and make test-compat, not test-fast
 def test_fivek_predict_uses_the_runs_stack(stacked_run, tmp_path):
     from conftest import run_fivek
 

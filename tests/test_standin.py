@@ -19,7 +19,8 @@ def test_same_seed_same_variables(sm_b0, tmp_path):
 
 
 @pytest.mark.parametrize("transform, apply", [("minus1_1", lambda x: (x * 255 - 128) / 128),
-                                              ("imagenet", lambda x: (x - MEAN) / STD)])
+                                              pytest.param("imagenet", lambda x: (x - MEAN) / STD,
+                                                           marks=[pytest.mark.slow, pytest.mark.compat])])
 def test_each_input_convention_is_applied_before_the_network(sm_b0, tmp_path, transform, apply):
     """The same weights (seed 1) with a transform in front equal the plain network fed transformed images."""
     x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
