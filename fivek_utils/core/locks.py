@@ -124,6 +124,7 @@ def _wanted_wait(wait: bool | None) -> bool:
     return os.environ.get(WAIT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+@functools.cache  # the signature does not change while the process runs
 def _no_soft_fallback() -> dict:
     """filelock 4 quietly swaps a missing flock for a marker file, which a killed holder leaves behind
     (a stale lock); asked not to, it raises as 3.x does, and the run goes on unlocked with a warning."""
