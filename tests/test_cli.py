@@ -161,7 +161,9 @@ def bench_data(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("flag", ["", pytest.param("--quiet", marks=[pytest.mark.slow, pytest.mark.compat])], ids=["default", "quiet"])
+@pytest.mark.slow
+@pytest.mark.compat  # two fivek commands a parameter, about 8 s each: not in make test-fast
+@pytest.mark.parametrize("flag", ["", "--quiet"], ids=["default", "quiet"])
 def test_bench_is_as_quiet_as_run_with_its_noise_in_a_log_beside_its_results(tmp_path, bench_data, flag):
     from conftest import run_fivek
 
@@ -179,7 +181,9 @@ def test_bench_is_as_quiet_as_run_with_its_noise_in_a_log_beside_its_results(tmp
         assert "cost_ratio_per_pass" in result.stdout and f"wrote {bench_dir / 'predict.json'}" in result.stdout
 
 
-@pytest.mark.parametrize("flag", ["", pytest.param("--verbose", marks=[pytest.mark.slow, pytest.mark.compat])], ids=["default", "verbose"])
+@pytest.mark.slow
+@pytest.mark.compat  # two fivek commands a parameter, about 8 s each: not in make test-fast
+@pytest.mark.parametrize("flag", ["", "--verbose"], ids=["default", "verbose"])
 def test_tensorflow_notes_of_weights_and_predict_go_to_a_log_unless_verbose(tmp_path, flag):
     from conftest import run_fivek
 
