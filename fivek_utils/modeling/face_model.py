@@ -223,10 +223,15 @@ class FaceTrainer:
         logs: dict[str, list] = {}
         for epoch in range(self.epochs):  # one fit per epoch: its batches planned before it starts
             data = BagBatches(crops, labels, self.crops_per_batch, seed=[seed, epoch])
-            history = self.bags.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks, verbose=verbose,
+            t_epoch = time.time()
+            history = self.bags.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks,
+                                    verbose=0,  # its header would count "Epoch k/k": one line of ours instead
                                     shuffle=False)  # BagBatches shuffles, seeded; Keras would reorder its batches
             for k, v in history.history.items():
                 logs.setdefault(k, []).extend(v)
+            if verbose:
+                print(epoch_line(epoch, self.epochs, {k: v[-1] for k, v in history.history.items()},
+                                 time.time() - t_epoch), flush=True)
         if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.face_model.trainable_weights):
             raise ValueError(f"the face model diverged (non-finite weights after {self.epochs} epochs, losses "
                              f"{[round(v, 3) for v in logs.get('loss', [])]}): lower face_lr")
@@ -234,6 +239,12 @@ class FaceTrainer:
         log.insert(0, "epoch", np.arange(1, len(log) + 1))
         log["seconds"] = (time.time() - t0) / max(len(log), 1)
         return log
+
+
+def epoch_line(epoch: int, epochs: int, logs: dict, seconds: float) -> str:
+    """One line per face-model epoch: 'face epoch 3/8: loss 0.412, val_auc_mask 0.871 (chance 0.5), 12s'."""
+    parts = [f"{k} {float(v):.4f}" + (" (chance 0.5)" if k.startswith("val_auc") else "") for k, v in logs.items()]
+    return f"face epoch {epoch + 1}/{epochs}: {', '.join(parts)}, {seconds:.0f}s"
 
 
 def bag_batches_per_epoch(crops: FaceCrops, labels: np.ndarray, crops_per_batch: int = 64) -> int:

