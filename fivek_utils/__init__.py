@@ -76,6 +76,7 @@ _EXPORTS = {
     "plot_error_breakdown": "workflows.error_analysis", "plot_mistakes": "workflows.error_analysis",
     "detect_dataset": "workflows.faces", "faces_table": "workflows.faces", "plot_faces": "workflows.faces",
     "plot_face_counts": "workflows.faces", "detector_settings": "workflows.faces", "score_dataset": "workflows.faces",
+    "plot_face_mistakes": "workflows.face_gallery",
     "load_boxes": "data.face_truth", "score_detections": "data.face_truth",
     "face_data": "workflows.face_kfold", "run_face_kfold": "workflows.face_kfold",
     "stack_kfold": "workflows.stacking", "stack_gain_table": "workflows.stacking", "save_stack": "workflows.stacking",

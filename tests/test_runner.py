@@ -20,14 +20,14 @@ from fivek_utils.workflows.runner import (
 NOTEBOOKS = list_notebooks(CODE_ROOT / "notebooks")
 
 
-@pytest.mark.parametrize("config", ["smoke", "demo", "full"])
+@pytest.mark.parametrize("config", ["smoke", "demo", "full", "real-scenes"])
 def test_each_notebook_gets_its_declared_shared_keys_then_its_section(config):
     pipeline = yaml.safe_load((CODE_ROOT / "configs" / f"{config}.yaml").read_text())
     sections = pipeline.get("notebooks") or {}
     for nb in NOTEBOOKS:
         declared = set(declared_parameters(nb))
         section = next((v for k, v in sections.items() if str(k) in (nb.stem, nb.stem[:2])), None) or {}
-        expected = {k: v for k, v in pipeline.items() if k not in ("notebooks", "prepare") and k in declared}
+        expected = {k: v for k, v in pipeline.items() if k not in ("notebooks", "prepare", "only") and k in declared}
         expected.update(section)
         assert notebook_params(pipeline, nb) == expected, nb.stem
 
@@ -53,12 +53,22 @@ def test_undeclared_section_key_is_an_error_naming_it():
 
 
 def test_keys_and_sections_that_match_nothing_are_errors():
-    for config in ("smoke", "demo", "full"):
+    for config in ("smoke", "demo", "full", "real-scenes"):
         check_pipeline(load_yaml(CODE_ROOT / "configs" / f"{config}.yaml"), NOTEBOOKS)
     with pytest.raises(ConfigError, match=r"shared key\(s\) \['image_sise'\] are declared by no notebook"):
         check_pipeline({"image_sise": 64, "prepare": {}}, NOTEBOOKS)
     with pytest.raises(ConfigError, match=r"section\(s\) \['2', '09'\]"):
         check_pipeline({"notebooks": {"2": {}, "09": {}, "03": {}, "05-kfold-ensemble": {}}}, NOTEBOOKS)
+
+
+def test_a_config_names_its_notebooks_and_only_overrides_them(tmp_path):
+    from fivek_utils.workflows.runner import PIPELINE_KEYS
+
+    pipeline = load_yaml(CODE_ROOT / "configs" / "real-scenes.yaml")
+    assert "only" in PIPELINE_KEYS and [n.stem[:2] for n in select_notebooks(NOTEBOOKS, pipeline["only"])] == ["01", "05", "06"]
+    assert all("only" not in notebook_params(pipeline, nb) for nb in NOTEBOOKS)
+    with pytest.raises(ConfigError, match="no such notebook"):  # a typo in `only:` fails like one in --only
+        select_notebooks(NOTEBOOKS, ["07"])
 
 
 def test_select_notebooks():

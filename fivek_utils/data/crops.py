@@ -76,7 +76,7 @@ class FaceCrops:
         return FaceCrops(self.crops[take.astype(int)], index, counts, errors)
 
 
-def _ordered_faces(faces: list[Face], max_faces: int | None) -> list[Face]:
+def ordered_faces(faces: list[Face], max_faces: int | None) -> list[Face]:
     """Largest faces first (the detector's order is arbitrary); at most `max_faces`."""
     faces = sorted(faces, key=lambda f: -f.height)
     return faces[:max_faces] if max_faces else faces
@@ -104,7 +104,7 @@ def extract_crops(
 
     def work(i: int) -> None:
         record = detections[fnames[i]]
-        faces = _ordered_faces(record.faces, max_faces)
+        faces = ordered_faces(record.faces, max_faces)
         if not faces:
             return
         try:

@@ -107,6 +107,7 @@ class FaceFoldResult:
     """Bag probabilities of mask = 1 (NaN for an image without a face)."""
 
     oof: np.ndarray  # (N,) each row by the fold's face model that did not train on it
+    oof_crops: np.ndarray  # (F,) each cross-validated crop's P(face masked), by that same model (NaN: not kept)
     holdout_crops: np.ndarray | None  # (k, F) every fold's face model on each hold-out crop: P(face masked)
     holdout_counts: np.ndarray | None  # (H,) crops per hold-out row
     histories: dict[int, pd.DataFrame]
@@ -148,6 +149,8 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
     folds, labels = split.folds, split.cv.labels[:, 0]
     n_folds = int(folds.max()) + 1
     oof = np.full(len(folds), np.nan)
+    oof_crops = np.full(len(faces.cv.crops), np.nan)
+    crop_starts = np.concatenate([[0], np.cumsum(faces.cv.counts)])
     has_hold = len(split.holdout) > 0
     hold = np.full((n_folds, len(faces.holdout.crops)), np.nan) if has_hold else None
     histories, seconds = {}, {}
@@ -156,6 +159,7 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
         fold_dir = run_dir / f"fold{k}"
         fold_dir.mkdir(parents=True, exist_ok=True)
         train_rows, val_rows = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        val_crop_ids = np.concatenate([np.arange(crop_starts[r], crop_starts[r + 1]) for r in val_rows] or [np.zeros(0, int)])
         try:
             check_run_key(fold_dir, cfg, _ids(split.cv.df.iloc[train_rows]), _ids(split.cv.df.iloc[val_rows]),
                           key_file="face_run_key.json", settings=face_settings(cfg), detector=faces.detections.detector,
@@ -170,6 +174,8 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
                     raise ConfigError(f"{fold_dir} holds the face model of a run with other rows, folds or hold-out; "
                                       f"delete {', '.join(FACE_FILES)} there to train it afresh")
                 oof[val_rows] = z["oof"]
+                if "oof_crops" in z.files and len(z["oof_crops"]) == len(val_crop_ids):
+                    oof_crops[val_crop_ids] = z["oof_crops"]
                 if has_hold:
                     hold[k] = z["holdout"]
             print(f"fold {k}: face model already finished, predictions loaded")
@@ -184,14 +190,16 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
             val_crops = faces.cv.subset(val_rows)
             history = trainer.fit(faces.cv.subset(train_rows), labels[train_rows], seed=cfg.seed + k,
                                   val=(val_crops, labels[val_rows]))
-            oof[val_rows] = bag_probabilities(predict_faces(model, val_crops.crops), val_crops.counts)
+            val_faces = predict_faces(model, val_crops.crops)
+            oof_crops[val_crop_ids] = val_faces
+            oof[val_rows] = bag_probabilities(val_faces, val_crops.counts)
             hold_k = predict_faces(model, faces.holdout.crops) if has_hold else np.zeros(0)  # per crop
             if has_hold:
                 hold[k] = hold_k
             save_keras(model, fold_dir / FACE_MODEL)
             with atomic_path(preds) as tmp:
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, oof=oof[val_rows], holdout=hold_k, rows=val_rows)
+                    np.savez(fh, oof=oof[val_rows], oof_crops=val_faces, holdout=hold_k, rows=val_rows)
         except Exception as exc:
             raise FoldError(f"fold {k} (of {n_folds}) face model failed: {type(exc).__name__}: {exc}; "
                             "finished folds are kept and skipped when you run again") from exc
@@ -199,7 +207,7 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
         last = history.iloc[-1]
         print(f"fold {k}: face model done in {seconds[k]:.0f}s, out-of-fold mask AUC "
               f"{last.get('val_auc_mask', float('nan')):.3f} (chance 0.5)", flush=True)
-    return FaceFoldResult(oof, hold, faces.holdout.counts if has_hold else None, histories, seconds)
+    return FaceFoldResult(oof, oof_crops, hold, faces.holdout.counts if has_hold else None, histories, seconds)
 
 
 def _face_trainer(cfg: Config, faces: FaceData, labels: np.ndarray, folds: np.ndarray) -> FaceTrainer:

@@ -166,8 +166,11 @@ def faces_table(detections: Detections) -> pd.DataFrame:
 
 # --- figures ------------------------------------------------------------------------------------
 def plot_faces(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detections: Detections, *,
-               ncols: int = 4, side: int = 320, name: str | None = None, title: str = ""):
-    """Photos with their detected face boxes drawn (and the confidence above each box)."""
+               ncols: int = 4, side: int = 320, boxes: pd.DataFrame | None = None, name: str | None = None,
+               title: str = ""):
+    """Photos with their detected face boxes drawn (and the confidence above each box); with `boxes`
+    (annotated faces, `data.face_truth.load_boxes`), those too, dashed: a face with a dashed box only
+    is one the detector missed."""
     from matplotlib.patches import Rectangle
 
     from ..core.plots import image_grid, save_figure
@@ -183,13 +186,19 @@ def plot_faces(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detect
         image.thumbnail((side, side))
         scale = image.width / max(record.width, 1)
         ax.imshow(image)
+        if boxes is not None:
+            for _, b in boxes[boxes["fname"] == fname].iterrows():
+                colour = "#38b000" if b["state"] == "with_mask" else "#e63946"
+                ax.add_patch(Rectangle((b["x0"] * scale, b["y0"] * scale), (b["x1"] - b["x0"]) * scale,
+                                       (b["y1"] - b["y0"]) * scale, fill=False, ec=colour, lw=1.0, ls="--"))
         for f in record.faces:
             x0, y0, x1, y1 = (v * scale for v in f.box)
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="#ffd000", lw=1.6))
             if detections.detector.get("name") != "truth":
                 ax.text(x0, y0 - 2, f"{f.confidence:.2f}", color="#ffd000", fontsize=6, va="bottom")
         ax.set_title(f"{fname}: {len(record.faces)} face(s)", fontsize=8)
-    fig.suptitle(title or f"faces found by {detections.detector.get('name')}")
+    fig.suptitle(title or f"faces found by {detections.detector.get('name')}"
+                 + (" (dashed: annotated, green masked, red not)" if boxes is not None else ""))
     fig.tight_layout()
     save_figure(fig, name)
     return fig

@@ -69,7 +69,7 @@ def names_notebook(key, stem: str) -> bool:
 def notebook_params(pipeline: dict, notebook: Path) -> dict:
     """Parameters for one notebook: declared shared keys, then its own section."""
     declared = declared_parameters(notebook)
-    shared = {k: v for k, v in pipeline.items() if k != "notebooks" and k in declared}
+    shared = {k: v for k, v in pipeline.items() if k not in PIPELINE_KEYS and k in declared}
     sections = pipeline.get("notebooks") or {}
     key = next((k for k in sections if names_notebook(k, notebook.stem)), None)
     section = dict(sections.get(key) or {}) if key is not None else {}
@@ -79,12 +79,15 @@ def notebook_params(pipeline: dict, notebook: Path) -> dict:
     return {**shared, **section}
 
 
+PIPELINE_KEYS = ("notebooks", "prepare", "only")  # the YAML's own keys; the rest are notebook parameters
+
+
 def check_pipeline(pipeline: dict, notebooks: list[Path], source: str | os.PathLike = "config") -> None:
     """Catch typos no single notebook would: a shared key that no notebook declares, and a
     `notebooks:` section that matches no notebook (both would otherwise be silently ignored)."""
     declared = {nb: declared_parameters(nb) for nb in notebooks}
     every = set().union(*map(set, declared.values())) if declared else set()
-    unknown = sorted(k for k in pipeline if k not in ("notebooks", "prepare") and k not in every)
+    unknown = sorted(k for k in pipeline if k not in PIPELINE_KEYS and k not in every)
     if unknown:
         raise ConfigError(f"{source}: shared key(s) {unknown} are declared by no notebook; known keys: {sorted(every)}")
     stems = [nb.stem for nb in notebooks]
@@ -208,7 +211,8 @@ def run_notebooks(
     A full disk: `DiskFullError`, one line.
     """
     pipeline = load_yaml(config)
-    notebooks = select_notebooks(list_notebooks(notebooks_dir), only)
+    # `only:` in the YAML: the notebooks a config is made for (real-scenes.yaml: 01, 05, 06); --only wins
+    notebooks = select_notebooks(list_notebooks(notebooks_dir), only or pipeline.get("only"))
     if not notebooks:
         raise ConfigError(f"no numbered notebooks found in {notebooks_dir}")
     check_pipeline(pipeline, list_notebooks(notebooks_dir), config)  # fail on typos before any work
