@@ -15,6 +15,7 @@ from fivek_utils.core.config import PHOTOS_DIR
 from fivek_utils.data.face_truth import BoxesError, load_boxes, match, score_detections
 from fivek_utils.data.faces import Detections, Face, ImageFaces
 from fivek_utils.workflows.faces import score_dataset
+from conftest import run_fivek
 from test_face_detector import FACE
 
 
@@ -72,14 +73,18 @@ def test_a_bad_boxes_file_names_its_row(tmp_path, row, message):
         load_boxes(tmp_path / "cols.csv")
 
 
-def test_fivek_faces_boxes_scores_blazeface_on_real_photos(tmp_path):
+def astronaut_set(tmp_path):
     root = tmp_path / "set"
     (root / "train" / "images").mkdir(parents=True)
     for name in ("astro.jpg", "copy.jpg"):  # copy.jpg: the same face, not annotated there
         shutil.copy(PHOTOS_DIR / "astronaut.jpg", root / "train" / "images" / name)
     pd.DataFrame({"image_id": [0, 1], "fname": ["astro.jpg", "copy.jpg"], "mask": [0, 0], "distancing": [1, 1],
                   "5k": [0, 0]}).to_csv(root / "train" / "train_meta.csv", index=False)
-    boxes = write_boxes(tmp_path / "faces.csv", [("astro.jpg", *FACE, "without_mask")])
+    return root, write_boxes(tmp_path / "faces.csv", [("astro.jpg", *FACE, "without_mask")])
+
+
+def test_fivek_faces_boxes_scores_blazeface_on_real_photos(tmp_path):
+    root, boxes = astronaut_set(tmp_path)
     s = score_dataset(root, boxes, detector="blazeface", out=tmp_path / "score.json", progress=False)
     assert s["recall"] == 1.0 and s["recall_by_state"]["without_mask"]["recall"] == 1.0
     assert s["unmasked_photos_none_found"] == 0.0 and s["photos"] == 2 and s["photos_per_s"] > 0
@@ -88,3 +93,12 @@ def test_fivek_faces_boxes_scores_blazeface_on_real_photos(tmp_path):
     other = write_boxes(tmp_path / "other.csv", [("nowhere.jpg", *FACE, "with_mask")])
     with pytest.raises(ValueError, match="nowhere.jpg"):
         score_dataset(root, other, detector="blazeface", progress=False)
+
+
+def test_the_command_line_scores_a_detector(tmp_path):
+    root, boxes = astronaut_set(tmp_path)
+    done = run_fivek("faces", str(root), "--boxes", boxes, "--detector", "mtcnn", "--min-confidence", "0.9", "--quiet")
+    s = json.loads(done.stdout)
+    assert s["detector"]["name"] == "mtcnn" and s["recall"] == 1.0 and s["photos"] == 2
+    bad = run_fivek("faces", str(root), "--boxes", str(tmp_path / "missing.csv"), "--quiet", check=False)
+    assert bad.returncode != 0 and "missing.csv" in bad.stderr
