@@ -127,6 +127,7 @@ class Config:
     face_backbone: str = "EfficientNetV2B0"
     face_weights: str | None = None  # as `weights`
     face_epochs: int = 6
+    face_color_jitter: float = 0.0  # random brightness and contrast of face crops in training (0: none)
     face_lr: float = 2e-3
     face_batch_size: int = 64  # face crops per training step
     # hardware

@@ -51,15 +51,20 @@ def build_face_model(backbone: str | keras.Model = "EfficientNetV2B0", weights: 
     return load_head_weights(model, weights) if isinstance(backbone, str) else model
 
 
-def bag_model(face_model: keras.Model, *, flip: bool = True, shift: float = 0.06) -> keras.Model:
-    """The training wrapper: random flips and small shifts of every crop (training only; the face
-    model itself has no augmentation), then the face model's logit per crop."""
+def bag_model(face_model: keras.Model, *, flip: bool = True, shift: float = 0.06, color: float = 0.0) -> keras.Model:
+    """The training wrapper: random flips and small shifts of every crop, and with `color` random
+    brightness and contrast of that strength (street photos vary in light and camera far more than
+    faces do; training only: the face model itself has no augmentation), then the face model's
+    logit per crop."""
     crops = keras.Input((None, None, 3), name="crops")
     x = crops
     if flip:
         x = keras.layers.RandomFlip("horizontal", name="aug_flip")(x)
     if shift:
         x = keras.layers.RandomTranslation(shift, shift, fill_mode="nearest", name="aug_shift")(x)
+    if color:
+        x = keras.layers.RandomBrightness(color, value_range=(0, 255), name="aug_brightness")(x)
+        x = keras.layers.RandomContrast(color, value_range=(0, 255), name="aug_contrast")(x)
     return keras.Model(crops, face_model(x), name="fivek_face_bags")
 
 
@@ -190,10 +195,10 @@ class FaceTrainer:
 
     def __init__(self, face_model: keras.Model, *, epochs: int = 6, lr: float = 2e-3, steps_per_epoch: int,
                  crops_per_batch: int = 64, weight_decay: float = 1e-5, warmup_epochs: float = 1.0,
-                 freeze_batchnorm: bool = False):
+                 freeze_batchnorm: bool = False, color: float = 0.0):
         self.face_model, self.epochs, self.crops_per_batch = face_model, epochs, crops_per_batch
         set_trainable(face_model, -1, freeze_batchnorm=freeze_batchnorm)
-        self.bags = bag_model(face_model)
+        self.bags = bag_model(face_model, color=color)
         steps = max(1, steps_per_epoch)
         schedule = warmup_cosine(lr, steps * epochs, round(warmup_epochs * steps))
         self.bags.compile(optimizer=make_optimizer(schedule, weight_decay), loss=BagBinaryCrossentropy())

@@ -220,7 +220,8 @@ def _face_trainer(cfg: Config, faces: FaceData, labels: np.ndarray, folds: np.nd
                 for k in np.unique(folds))
     return FaceTrainer(model, epochs=cfg.face_epochs, lr=cfg.face_lr, steps_per_epoch=steps,
                        crops_per_batch=per_batch, weight_decay=cfg.weight_decay,
-                       warmup_epochs=cfg.warmup_epochs, freeze_batchnorm=face_freeze_batchnorm(cfg))
+                       warmup_epochs=cfg.warmup_epochs, freeze_batchnorm=face_freeze_batchnorm(cfg),
+                       color=cfg.face_color_jitter)
 
 
 def load_face_models(run_dir: str | Path) -> list[keras.Model]:
