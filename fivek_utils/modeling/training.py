@@ -131,7 +131,8 @@ def load_training_data(cfg: Config, size: int | None = None, *, progress: bool =
     if cfg.max_train_images and cfg.max_train_images < len(df):
         df = df.sample(n=cfg.max_train_images, random_state=cfg.seed).sort_index()
     df = df.reset_index(drop=True)
-    decoded = load_images(df["path"].tolist(), size, cache_dir=CACHE_DIR, num_workers=cfg.num_workers, progress=progress, desc="train")
+    decoded = load_images(df["path"].tolist(), size, cache_dir=CACHE_DIR, num_workers=cfg.num_workers, progress=progress, desc="train",
+                          cache_max_gb=cfg.cache_max_gb)
     skipped = {df["fname"].iloc[i]: msg for i, msg in decoded.errors.items()}
     if skipped:
         print(decoded.report("training images"))
