@@ -251,6 +251,8 @@ def busy_holder(target: str | os.PathLike) -> dict | None:
     with _REGISTRY_LOCK:
         if key in _HELD:
             return None
+    if not lock_file(key).exists():  # never locked: no lock file is left beside it for asking
+        return None
     try:
         with hold_lock(key, wait=False):
             return None

@@ -97,6 +97,8 @@ def load_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Every array of an entry, read to its end (so the zip checks each one's CRC); `DamagedEntry`
     naming what failed."""
     try:
+        if path.stat().st_size == 0:
+            raise DamagedEntry("empty: 0 bytes")
         with np.load(path, allow_pickle=False) as z:
             if not isinstance(z, np.lib.npyio.NpzFile):
                 raise DamagedEntry("not an .npz archive")
