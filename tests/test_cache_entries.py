@@ -237,3 +237,10 @@ def test_cache_max_gb_comes_from_the_environment_and_is_checked(monkeypatch):
     assert config.Config().cache_max_gb == config.DEFAULT_CACHE_MAX_GB
     with pytest.raises(config.ConfigError, match="cache_max_gb=-1"):
         config.Config(cache_max_gb=-1)
+
+
+def test_the_cache_bound_is_not_part_of_a_runs_key():
+    """A run resumed with another FIVEK_CACHE_MAX_GB is the same run (its key never held the bound)."""
+    from fivek_utils.modeling.training import _NOT_IN_RUN_KEY
+
+    assert "cache_max_gb" in _NOT_IN_RUN_KEY

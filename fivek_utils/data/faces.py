@@ -236,8 +236,11 @@ def read_cache(path: str | os.PathLike, *, settings: dict[str, Any] | None = Non
         images = data["images"]
         if "digest" in data and data["digest"] != _digest(images):
             raise ValueError("its records do not match its digest")
-        if settings is not None and data.get("detector") != json.loads(json.dumps(settings)):
-            raise ValueError(f"it holds detections of {data.get('detector')}, not {settings}")
+        want = None if settings is None else json.loads(json.dumps(settings))
+        if want is not None and data.get("detector") != want:
+            got = data.get("detector") if isinstance(data.get("detector"), dict) else {}
+            diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+            raise ValueError(f"it holds detections of other detector settings ({', '.join(diff)} differ)")
         if folder is not None and data.get("folder") not in (None, os.path.abspath(folder)):
             raise ValueError(f"it holds the detections of {data.get('folder')}, not {os.path.abspath(folder)}")
         return {f: (r["stamp"], ImageFaces.from_dict(f, r)) for f, r in images.items()}

@@ -221,7 +221,8 @@ def _execute(pipeline: dict, notebooks: list[Path], params: dict[Path, dict], *,
     from papermill.exceptions import PapermillExecutionError
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.nullcontext() if verbose else kernel_output_to(output_dir / "prepare.log"):
+    # TensorFlow's native noise to the log; Python's stderr (a damaged stand-in written again) stays on the terminal
+    with contextlib.nullcontext() if verbose else output_to(output_dir / "prepare.log", python=False):
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             prepare(pipeline)
     done = []
