@@ -168,6 +168,8 @@ class Config:
             raise ConfigError(f"dropout={self.dropout}: must be in [0, 1)")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size}: must be at least 1")
+        if not self.cache_max_gb >= 0:
+            raise ConfigError(f"cache_max_gb={self.cache_max_gb}: must be 0 (no bound) or more GB")
         if self.folds < 2:
             raise ConfigError(f"folds={self.folds}: a k-fold ensemble needs at least 2 folds")
         if self.fold_recipe not in ("two_phase", "progressive"):
@@ -184,8 +186,6 @@ class Config:
             raise ConfigError(f"face_crop_size={self.face_crop_size}: EfficientNets need at least 32 pixels")
         if self.face_margin < 1.0:
             raise ConfigError(f"face_margin={self.face_margin}: a crop must hold the whole face box (margin >= 1)")
-        if not self.cache_max_gb >= 0:
-            raise ConfigError(f"cache_max_gb={self.cache_max_gb}: must be 0 (no bound) or more GB")
         if self.face_max_per_image < 1:
             raise ConfigError(f"face_max_per_image={self.face_max_per_image}: must be at least 1")
 
