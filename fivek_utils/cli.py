@@ -8,6 +8,7 @@ command calls one function of the package with keyword arguments.
     fivek predict / check-submission      inference and submission checks
     fivek weights {convert,table,standin} ImageNet-21k weights
     fivek kaggle                          bundle the kit for Kaggle
+    fivek cache [clear --all|--stale|--older-than DAYS]  list (or clear) the decode, crops, detections and weights caches
     fivek bench {progressive,predict,pipeline,faces,gpu}
 
 Every command takes the same -q/--quiet and -v/--verbose (fivek_utils.core.console): quiet, only the
@@ -162,6 +163,29 @@ def _cmd_weights(args) -> int:
 
     weights_file, _scale, _offset = resolve_pretrained(args.backbone, args.source)
     print(json.dumps(conversion_report(weights_file), indent=2))
+    return 0
+
+
+def _cmd_cache(args) -> int:
+    from .workflows.caches import KINDS, cache_table, clear_caches, list_caches, older_than
+
+    kinds = tuple(args.kind) if args.kind else KINDS
+    if args.action == "list":
+        if args.all or args.stale or args.older_than is not None:
+            from .core.config import ConfigError
+
+            raise ConfigError("--all, --stale and --older-than choose what `fivek cache clear` removes: "
+                              "add `clear` (fivek cache clear --stale)")
+        print(cache_table(list_caches(kinds)))
+        return 0
+    days = None if args.older_than is None else older_than(args.older_than)
+    done = clear_caches(everything=args.all, stale=args.stale, older_than_days=days, kinds=kinds,
+                        say=lambda line: print(line, file=sys.stderr, flush=True))
+    if not args.quiet:
+        for path in done["removed"]:
+            print(f"removed {path}")
+    print(f"removed {len(done['removed'])} cache entries ({done['freed']})"
+          + (f"; skipped {len(done['skipped'])} in use" if done["skipped"] else ""))
     return 0
 
 
@@ -424,6 +448,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="standin: what the SavedModel does to its [0, 1] input first")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_weights)
+
+    p = sub.add_parser("cache", help="list the decode, crops, detections and weights caches (size, age, stale or not), "
+                                     "or clear them")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "clear"],
+                   help="list (default): every entry and the totals; clear: remove the entries chosen below "
+                        "(never one a running process holds)")
+    p.add_argument("--all", action="store_true", help="clear: every entry")
+    p.add_argument("--stale", action="store_true", help="clear: entries no current data matches, and damaged ones")
+    p.add_argument("--older-than", metavar="DAYS", help="clear: entries unused for more than DAYS days "
+                                                         "(with --stale: entries both stale and that old)")
+    p.add_argument("--kind", action="append", choices=["decode", "crops", "detections", "weights"],
+                   help="only this cache (repeat for several); default all four")
+    p.set_defaults(func=_cmd_cache)
 
     _add_kaggle(sub)
     _add_bench(sub)

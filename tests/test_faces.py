@@ -149,3 +149,45 @@ def test_detections_that_do_not_fit_on_the_disk_are_still_answered(synth, tmp_pa
         got = detect_split(df["path"].tolist(), df["fname"].tolist(), TruthDetector(synth / "train" / "scenes.jsonl"),
                            "train", cache_dir=tmp_path, progress=False)
     assert len(got.detections) == 12 and got.detections.summary()["faces"] > 0
+
+
+@pytest.mark.parametrize("damage", ["cut in half", "emptied", "a byte flipped in the middle", "a digit changed",
+                                    "another file's bytes", "an older kit's file"])
+def test_a_damaged_detections_cache_is_named_and_detected_again(synth, tmp_path, capfd, damage):
+    df = load_meta(synth, "train")
+    paths, fnames = df["path"].tolist(), df["fname"].tolist()
+    detector = CountingTruth(synth / "train" / "scenes.jsonl")
+    first = detect_split(paths, fnames, detector, "train", cache_dir=tmp_path, progress=False)
+    good = first.path.read_text()
+    if damage == "cut in half":
+        first.path.write_text(good[: len(good) // 2])
+    elif damage == "emptied":
+        first.path.write_text("")
+    elif damage == "a byte flipped in the middle":
+        data = first.path.read_bytes()
+        first.path.write_bytes(data[: len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:])
+    elif damage == "a digit changed":  # still valid JSON: only the digest tells
+        at = next(i for i in range(len(good) // 2, len(good)) if good[i] in "12345678")
+        first.path.write_text(good[:at] + str(int(good[at]) + 1) + good[at + 1:])
+    elif damage == "another file's bytes":  # the public test split's detections, another folder and settings
+        test = load_meta(synth, "public_test")
+        other = detect_split(test["path"].tolist(), test["fname"].tolist(), CountingTruth(synth / "public_test" / "scenes.jsonl"),
+                             "public_test", cache_dir=tmp_path, progress=False)
+        first.path.write_bytes(other.path.read_bytes())
+    else:  # written before the digest and folder were recorded: read as it is, nothing detected again
+        record = json.loads(good)
+        del record["digest"], record["folder"]
+        first.path.write_text(json.dumps(record))
+    capfd.readouterr()
+    CountingTruth.calls = 0
+    again = detect_split(paths, fnames, detector, "train", cache_dir=tmp_path, progress=False)
+    err = capfd.readouterr().err
+    assert {k: v.to_dict() for k, v in again.detections.images.items()} == \
+        {k: v.to_dict() for k, v in first.detections.images.items()}
+    if damage == "an older kit's file":
+        assert CountingTruth.calls == 0 and not err
+        return
+    lines = [line for line in err.splitlines() if "is damaged" in line]
+    assert len(lines) == 1 and str(first.path) in lines[0] and "detecting its faces again" in lines[0], err
+    assert CountingTruth.calls == 12  # every image looked at again
+    assert set(read_cache(first.path)) == set(fnames) and json.loads(first.path.read_text())["digest"]

@@ -36,3 +36,83 @@ def test_refuses_to_overwrite_a_folder_that_is_not_a_savedmodel(tmp_path):
     with pytest.raises(FileExistsError, match="not a SavedModel"):
         export_standin(tmp_path, "mine", variant="b0")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+# --- the kit's own stand-in, damaged between runs ------------------------------------------------------
+def _damage(path, how: str, other: bytes = b"") -> None:
+    data = path.read_bytes()
+    if how == "cut":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "emptied":
+        path.write_bytes(b"")
+    elif how == "flipped":
+        mid = len(data) // 2
+        path.write_bytes(data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:])
+    else:
+        path.write_bytes(other)
+
+
+def test_each_damage_of_the_kits_standin_is_told_and_prepare_writes_it_again(tmp_path, sm_b0, capfd):
+    import shutil
+
+    from fivek_utils.modeling.pretrained.standin import ensure_standin, standin_problem
+
+    out = tmp_path / "sm"
+    shutil.copytree(sm_b0, out)  # the session's stand-in (seed 1), with the record the kit writes in it
+    assert ensure_standin(out, variant="b0", seed=1) == out and standin_problem(out, variant="b0", seed=1) is None
+    assert not capfd.readouterr().out  # intact: reused as it is
+    variables = next((out / "variables").glob("variables.data-*"))
+    good = variables.read_bytes()
+    other = (out / "variables" / "variables.index").read_bytes()  # another file's bytes
+    for how, said in [("cut", "bytes, it was written with"), ("emptied", "is 0 bytes"), ("flipped", "sha256 differs"),
+                      ("other", "bytes, it was written with")]:
+        _damage(variables, how, other)
+        assert said in standin_problem(out, variant="b0", seed=1), how
+        variables.write_bytes(good)
+    assert "made with" in standin_problem(out, variant="b1", seed=1)
+
+    _damage(out / "saved_model.pb", "flipped")
+    ensure_standin(out, variant="b0", seed=1)
+    err = capfd.readouterr().err
+    assert f"stand-in SavedModel {out} cannot be used (saved_model.pb changed since it was written" in err
+    assert "removed, writing it again" in err and standin_problem(out, variant="b0", seed=1) is None
+    assert variables.read_bytes() == good  # the same seed: the same stand-in
+
+
+@pytest.mark.slow
+def test_a_conversion_that_cannot_load_the_kits_standin_writes_it_again(tmp_path, capfd):
+    from fivek_utils.modeling.pretrained.convert import convert_savedmodel
+    from fivek_utils.modeling.pretrained.standin import ensure_standin, standin_problem
+
+    out = ensure_standin(tmp_path / "sm", variant="b0", seed=3)
+    _damage(out / "saved_model.pb", "cut")
+    info = convert_savedmodel(out, "EfficientNetV2B0", tmp_path / "b0.weights.h5")
+    err = capfd.readouterr().err
+    assert f"stand-in SavedModel {out} does not load" in err and "removed, writing it again" in err
+    assert info["max_rel_error"] < 1e-4 and standin_problem(out, variant="b0", seed=3) is None
+
+
+@pytest.mark.parametrize("where", ["kagglehub", "tfhub", "elsewhere"])
+def test_a_fetched_savedmodel_that_does_not_load_is_named_with_what_fetches_it_again(tmp_path, sm_b0, monkeypatch, where):
+    import shutil
+
+    from fivek_utils.core import config
+    from fivek_utils.modeling.pretrained.convert import convert_savedmodel
+    from fivek_utils.modeling.pretrained.sources import SavedModelLoadError
+
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kh"))
+    monkeypatch.setattr(config, "INTERIM_DATA_DIR", tmp_path / "interim")
+    folder = {"kagglehub": tmp_path / "kh/models/google/efficientnet-v2/tensorFlow2/imagenet21k-b0-feature-vector/1",
+              "tfhub": tmp_path / "interim/tfhub/efficientnet_v2_imagenet21k_b0_feature_vector_2",
+              "elsewhere": tmp_path / "mine/b0"}[where]
+    shutil.copytree(sm_b0, folder)
+    (folder / "fivek-standin.json").unlink()  # not one the kit made
+    _damage(folder / "saved_model.pb", "cut")
+    with pytest.raises(SavedModelLoadError) as err:
+        convert_savedmodel(folder, "EfficientNetV2B0", tmp_path / "b0.weights.h5")
+    said = str(err.value)
+    assert f"cannot load the SavedModel {folder}" in said and "damaged" in said
+    assert {"kagglehub": "model_download('google/efficientnet-v2/tensorFlow2/imagenet21k-b0-feature-vector/1', "
+                         "force_download=True)",
+            "tfhub": f"rm -rf {folder}", "elsewhere": "replace it with a good copy"}[where] in said
+    assert not (tmp_path / "b0.weights.h5").exists()

@@ -24,6 +24,28 @@ SYNTH_DATA_DIR = RAW_DATA_DIR / "synth5k"
 # image cache (about 1.8 GB at 384 px for the official train set) goes to the temp folder.
 CACHE_DIR = Path(os.environ.get("FIVEK_CACHE_DIR") or (
     Path(tempfile.gettempdir()) / "fivek-cache" if detect_environment() == "kaggle" else INTERIM_DATA_DIR / "cache"))
+# The decode and face-crop caches keep within this many GB (`Config.cache_max_gb`, FIVEK_CACHE_MAX_GB),
+# least recently used entries going first. 10 GB holds every size a full run decodes of the official
+# train set (about 1.8 GB at 384 px, less at each smaller progressive stage) with its test split and
+# crops, and is half of what a Kaggle working folder may keep (20 GB) and a small share of a laptop's disk.
+DEFAULT_CACHE_MAX_GB = 10.0
+CACHE_MAX_GB_ENV = "FIVEK_CACHE_MAX_GB"
+
+
+def cache_max_gb_default() -> float:
+    """FIVEK_CACHE_MAX_GB when set (a number of GB; 0 = no bound), else `DEFAULT_CACHE_MAX_GB`."""
+    raw = os.environ.get(CACHE_MAX_GB_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_MAX_GB
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{CACHE_MAX_GB_ENV}={raw!r}: not a number of GB (0 = no bound)") from None
+    if value < 0:
+        raise ConfigError(f"{CACHE_MAX_GB_ENV}={raw!r}: must be 0 (no bound) or more")
+    return value
+
+
 MODELS_DIR = PROJ_ROOT / "models"
 PRETRAINED_DIR = MODELS_DIR / "pretrained"
 REPORTS_DIR = PROJ_ROOT / "reports"
@@ -135,6 +157,7 @@ class Config:
     mixed_precision: str = "auto"  # auto, off, mixed_float16, mixed_bfloat16
     jit_compile: bool = False
     num_workers: int = 0  # image decoding threads; 0 = all cores
+    cache_max_gb: float = field(default_factory=lambda: cache_max_gb_default())  # decode + crops caches; 0 = no bound
 
     def __post_init__(self) -> None:
         self.validate()
@@ -149,6 +172,8 @@ class Config:
             raise ConfigError(f"dropout={self.dropout}: must be in [0, 1)")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size}: must be at least 1")
+        if not self.cache_max_gb >= 0:
+            raise ConfigError(f"cache_max_gb={self.cache_max_gb}: must be 0 (no bound) or more GB")
         if self.folds < 2:
             raise ConfigError(f"folds={self.folds}: a k-fold ensemble needs at least 2 folds")
         if self.fold_recipe not in ("two_phase", "progressive"):

@@ -242,3 +242,19 @@ def holds_lock(target: Callable[[dict], str | os.PathLike]) -> Callable:
         return run
 
     return decorate
+
+
+def busy_holder(target: str | os.PathLike) -> dict | None:
+    """The holder record of `target`'s lock when another process holds it now, else None (free, or
+    held by this process). Takes and drops the lock at once to tell, so it never waits."""
+    key = str(Path(os.path.abspath(os.path.expanduser(str(target)))))
+    with _REGISTRY_LOCK:
+        if key in _HELD:
+            return None
+    if not lock_file(key).exists():  # never locked: no lock file is left beside it for asking
+        return None
+    try:
+        with hold_lock(key, wait=False):
+            return None
+    except FolderBusyError:
+        return _read_holder(lock_file(key)) or {"pid": None}

@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..core.environment import cpu_count
 from ..core.io import DiskFullError, atomic_path
+from .cache_entries import DamagedEntry, check_meta, expect_array, load_arrays, load_or_make, meta_array
 from .faces import Detections, Face
 from .images import PAD_VALUE, ImageReadError, open_rgb
 
@@ -135,22 +136,24 @@ def load_crops(
     cache_dir: str | os.PathLike | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    cache_max_gb: float | None = None,
 ) -> FaceCrops:
     """`extract_crops` with an on-disk cache keyed by the detections, the images' order, size and margin
-    (kept beside the decoded images, in `core.config.CACHE_DIR`: a temporary folder on Kaggle)."""
+    (kept beside the decoded images, in `core.config.CACHE_DIR`: a temporary folder on Kaggle). An entry
+    is checked when read and made again when damaged; the cache keeps within `cache_max_gb` (as
+    `images.load_images`)."""
     if cache_dir is None:
         return extract_crops(paths, fnames, detections, size, margin=margin, max_faces=max_faces,
                              num_workers=num_workers, progress=progress)
-    from ..core.locks import hold_lock
+    from ..core.config import cache_max_gb_default
 
     h = hashlib.sha1(f"crops-v1|{detections_key}|{size}|{margin}|{max_faces}|{PAD_VALUE}".encode())
     h.update("\n".join(map(str, fnames)).encode())
-    cache = Path(cache_dir) / f"crops-{h.hexdigest()[:16]}_{size}.npz"
-    if cache.exists():
-        return _read(cache)
-    with hold_lock(cache, wait=True):  # two runs at once: one crops, the other waits and reads its file
-        if cache.exists():
-            return _read(cache)
+    key = h.hexdigest()[:16]
+    cache = Path(cache_dir) / f"crops-{key}_{size}.npz"
+
+    def make() -> FaceCrops:
+        meta = meta_array("crops", key, size, paths, detections_key=detections_key)
         made = extract_crops(paths, fnames, detections, size, margin=margin, max_faces=max_faces,
                              num_workers=num_workers, progress=progress)
         try:
@@ -158,13 +161,31 @@ def load_crops(
                 with open(tmp, "wb") as fh:
                     np.savez(fh, crops=made.crops, image_index=made.image_index, counts=made.counts,
                              err_rows=np.array(list(made.errors), dtype=np.int64),
-                             err_msgs=np.array(list(made.errors.values()), dtype=str))
+                             err_msgs=np.array(list(made.errors.values()), dtype=str), meta=meta)
         except DiskFullError as exc:  # the crops are in memory: a cache that does not fit costs a crop next time
-            warnings.warn(f"face crops not cached: {exc}", stacklevel=2)
+            warnings.warn(f"face crops not cached: {exc}", stacklevel=3)
         return made
 
+    # two runs at once: one crops, the other waits and reads its file
+    return load_or_make(cache, lambda c: _read(c, key=key, size=size, n=len(fnames)), make, what="face-crops cache entry",
+                        max_gb=cache_max_gb_default() if cache_max_gb is None else cache_max_gb)
 
-def _read(cache: Path) -> FaceCrops:
-    with np.load(cache, allow_pickle=False) as z:
-        errors = {int(k): str(v) for k, v in zip(z["err_rows"], z["err_msgs"])}
-        return FaceCrops(z["crops"], z["image_index"], z["counts"], errors)
+
+def _read(cache: Path, *, key: str, size: int, n: int) -> FaceCrops:
+    """A crops entry, checked: `DamagedEntry` unless it is readable, its crops are size px, it has a count
+    for each of the n images, the counts add up to its crops and each crop's image row follows from them."""
+    z = load_arrays(cache, ["crops", "image_index", "counts", "err_rows", "err_msgs"])
+    check_meta(z, kind="crops", key=key, size=size, n=n)
+    counts = z["counts"]
+    if counts.dtype.kind not in "iu" or counts.shape != (n,) or (n and counts.min() < 0):
+        raise DamagedEntry(f"array 'counts' is {counts.dtype} {counts.shape}, expected {n} counts of at least 0")
+    total = int(counts.sum())
+    crops = expect_array(z, "crops", np.uint8, (total, size, size, 3))
+    index = z["image_index"]
+    if index.dtype.kind not in "iu" or not np.array_equal(index, np.repeat(np.arange(n), counts)):
+        raise DamagedEntry("its image_index does not follow from its counts")
+    rows = expect_array(z, "err_rows", np.int64, (None,))
+    msgs = expect_array(z, "err_msgs", str, (len(rows),))
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise DamagedEntry("its error rows are outside its images")
+    return FaceCrops(crops, index, counts, {int(k): str(v) for k, v in zip(rows, msgs)})

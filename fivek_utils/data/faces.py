@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..core.io import atomic_write_json
+from ..core.io import _json_default, atomic_write_json
 
 CACHE_VERSION = 1
 
@@ -215,20 +215,47 @@ def cache_path(cache_dir: str | os.PathLike, split: str, settings: dict[str, Any
     return Path(cache_dir) / f"{split}-{settings['name']}-{digest}.json"
 
 
-def read_cache(path: str | os.PathLike) -> dict[str, tuple[str, ImageFaces]]:
-    """fname -> (file stamp, faces) from a cache file; empty when it is missing, damaged or of another version."""
+def _digest(images: dict) -> str:
+    return hashlib.sha1(json.dumps(images, sort_keys=True).encode()).hexdigest()
+
+
+def read_cache(path: str | os.PathLike, *, settings: dict[str, Any] | None = None,
+               folder: str | os.PathLike | None = None) -> dict[str, tuple[str, ImageFaces]]:
+    """fname -> (file stamp, faces) from a cache file; empty when it is missing, damaged or of another version.
+
+    A damaged file (unreadable, its digest not matching its records: a flipped byte that still parses)
+    or one of other detector settings or another folder (another file's bytes) is named in one line and
+    made again, never trusted. Files written before the digest and folder were recorded are read as before."""
     path = Path(path)
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text())
         if data.get("version") != CACHE_VERSION:
-            return {}
-        return {f: (r["stamp"], ImageFaces.from_dict(f, r)) for f, r in data["images"].items()}
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+            return {}  # another version of the kit's: made again, nothing wrong with it
+        images = data["images"]
+        if "digest" in data and data["digest"] != _digest(images):
+            raise ValueError("its records do not match its digest")
+        want = None if settings is None else json.loads(json.dumps(settings))
+        if want is not None and data.get("detector") != want:
+            got = data.get("detector") if isinstance(data.get("detector"), dict) else {}
+            diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+            raise ValueError(f"it holds detections of other detector settings ({', '.join(diff)} differ)")
+        if folder is not None and data.get("folder") not in (None, os.path.abspath(folder)):
+            raise ValueError(f"it holds the detections of {data.get('folder')}, not {os.path.abspath(folder)}")
+        return {f: (r["stamp"], ImageFaces.from_dict(f, r)) for f, r in images.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError, OSError) as exc:
+        from .cache_entries import say
+
+        say(f"detections cache {path} is damaged ({type(exc).__name__}: {exc}); detecting its faces again")
         return {}  # a damaged cache is made again, never trusted
 
 
-def write_cache(path: str | os.PathLike, settings: dict[str, Any], entries: dict[str, tuple[str, ImageFaces]]) -> Path:
+def write_cache(path: str | os.PathLike, settings: dict[str, Any], entries: dict[str, tuple[str, ImageFaces]],
+                folder: str | os.PathLike | None = None) -> Path:
     images = {f: {"stamp": stamp, **record.to_dict()} for f, (stamp, record) in sorted(entries.items())}
-    return atomic_write_json(path, {"version": CACHE_VERSION, "detector": settings, "images": images})
+    images = json.loads(json.dumps(images, default=_json_default))  # the digest is of what is read back (tuples become lists)
+    record = {"version": CACHE_VERSION, "detector": settings, "digest": _digest(images), "images": images}
+    if folder is not None:  # `fivek cache` tells a stale file by it
+        record["folder"] = os.path.abspath(folder)
+    return atomic_write_json(path, record)

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..core.environment import cpu_count
+from .cache_entries import DamagedEntry, check_meta, expect_array, load_arrays, load_or_make, meta_array
 
 PAD_VALUE = 114  # neutral grey for letterbox padding
 # Photos beyond this many pixels are refused as decompression bombs (PIL raises above 2x).
@@ -164,35 +165,45 @@ def load_images(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "decode",
+    cache_max_gb: float | None = None,
 ) -> DecodedImages:
     """`decode_images` with an on-disk cache keyed by the files (path, size, mtime) and the size.
 
     Every notebook of a run, every fold and every progressive stage at the same size reuse
     one decode. Two processes filling the same entry at once: one decodes, the other waits for
-    it (the entry's lock) and reads its cache.
+    it (the entry's lock) and reads its cache. An entry is checked when read and made again
+    when damaged (`cache_entries`); after a new entry the cache is kept within `cache_max_gb`
+    (default: `core.config.cache_max_gb_default()`; 0 = no bound).
     """
     if cache_dir is None:
         return decode_images(paths, size, num_workers=num_workers, progress=progress, desc=desc)
-    from ..core.locks import hold_lock
+    from ..core.config import cache_max_gb_default
 
-    cache = Path(cache_dir) / f"{_cache_key(paths, size)}_{size}.npz"
-    if cache.exists():
-        return _read_cache(cache)
-    with hold_lock(cache, wait=True):
-        if cache.exists():  # decoded by the process we waited for
-            return _read_cache(cache)
-        return _decode_to_cache(paths, size, cache, num_workers=num_workers, progress=progress, desc=desc)
-
-
-def _read_cache(cache: Path) -> DecodedImages:
-    with np.load(cache, allow_pickle=False) as z:
-        errors = {int(k): str(v) for k, v in zip(z["err_rows"], z["err_msgs"])}
-        return DecodedImages(z["images"], z["ok"], errors)
+    key = _cache_key(paths, size)
+    cache = Path(cache_dir) / f"{key}_{size}.npz"
+    return load_or_make(
+        cache, lambda c: _read_cache(c, key=key, size=size, n=len(paths)),
+        lambda: _decode_to_cache(paths, size, cache, key=key, num_workers=num_workers, progress=progress, desc=desc),
+        what="decode cache entry", max_gb=cache_max_gb_default() if cache_max_gb is None else cache_max_gb)
 
 
-def _decode_to_cache(paths, size: int, cache: Path, **kwargs) -> DecodedImages:
+def _read_cache(cache: Path, *, key: str, size: int, n: int) -> DecodedImages:
+    """A decode entry, checked: `DamagedEntry` unless it is readable and holds n images of size px."""
+    z = load_arrays(cache, ["images", "ok", "err_rows", "err_msgs"])
+    check_meta(z, kind="decode", key=key, size=size, n=n)
+    images = expect_array(z, "images", np.uint8, (n, size, size, 3))
+    ok = expect_array(z, "ok", np.bool_, (n,))
+    rows = expect_array(z, "err_rows", np.int64, (None,))
+    msgs = expect_array(z, "err_msgs", str, (len(rows),))
+    if len(rows) and (rows.min() < 0 or rows.max() >= n or ok[rows].any()):
+        raise DamagedEntry("its unreadable-image rows do not fit its ok flags")
+    return DecodedImages(images, ok, {int(k): str(v) for k, v in zip(rows, msgs)})
+
+
+def _decode_to_cache(paths, size: int, cache: Path, *, key: str, **kwargs) -> DecodedImages:
     from ..core.io import DiskFullError, atomic_path
 
+    meta = meta_array("decode", key, size, paths)  # the stamps the key saw, before decoding
     decoded = decode_images(paths, size, **kwargs)
     try:
         with atomic_path(cache) as tmp:
@@ -203,6 +214,7 @@ def _decode_to_cache(paths, size: int, cache: Path, **kwargs) -> DecodedImages:
                     ok=decoded.ok,
                     err_rows=np.array(list(decoded.errors), dtype=np.int64),
                     err_msgs=np.array(list(decoded.errors.values()), dtype=str),
+                    meta=meta,
                 )
     except DiskFullError as exc:  # the decode is in memory: a cache that does not fit costs a decode next time
         warnings.warn(f"decoded images not cached: {exc}", stacklevel=3)

@@ -131,7 +131,8 @@ def load_training_data(cfg: Config, size: int | None = None, *, progress: bool =
     if cfg.max_train_images and cfg.max_train_images < len(df):
         df = df.sample(n=cfg.max_train_images, random_state=cfg.seed).sort_index()
     df = df.reset_index(drop=True)
-    decoded = load_images(df["path"].tolist(), size, cache_dir=CACHE_DIR, num_workers=cfg.num_workers, progress=progress, desc="train")
+    decoded = load_images(df["path"].tolist(), size, cache_dir=CACHE_DIR, num_workers=cfg.num_workers, progress=progress, desc="train",
+                          cache_max_gb=cfg.cache_max_gb)
     skipped = {df["fname"].iloc[i]: msg for i, msg in decoded.errors.items()}
     if skipped:
         print(decoded.report("training images"))
@@ -141,9 +142,10 @@ def load_training_data(cfg: Config, size: int | None = None, *, progress: bool =
 
 
 # --- resumable fitting -------------------------------------------------------------------------
-# settings that may differ when a run is resumed (hardware, naming, inference only)
+# settings that may differ when a run is resumed (hardware, naming, the cache's bound, inference only)
 # and the face stage's settings (the face models keep a run key of their own)
-_NOT_IN_RUN_KEY = {"run_name", "strategy", "mixed_precision", "jit_compile", "num_workers", "tta", "test_split", "data_dir",
+_NOT_IN_RUN_KEY = {"run_name", "strategy", "mixed_precision", "jit_compile", "num_workers", "cache_max_gb", "tta",
+                   "test_split", "data_dir",
                    *(name for name in Config.field_names() if name.startswith("face_"))}
 
 

@@ -86,7 +86,8 @@ def face_data(cfg: Config, split: KFoldData, *, progress: bool = True) -> FaceDa
     detector = detector_for(cfg, cfg.data_path, "train")
     found = detect_split(paths, fnames, detector, "train", progress=progress)
     crops = load_crops(paths, fnames, found.detections, cfg.face_crop_size, detections_key=found.key,
-                       margin=cfg.face_margin, max_faces=cfg.face_max_per_image, cache_dir=CACHE_DIR, progress=progress)
+                       margin=cfg.face_margin, max_faces=cfg.face_max_per_image, cache_dir=CACHE_DIR, progress=progress,
+                       cache_max_gb=cfg.cache_max_gb)
     n_cv = len(split.cv)
     if not crops.counts.sum():
         raise ConfigError(f"the {detector.name} detector found no face in any of the {len(df)} training photos, so the "

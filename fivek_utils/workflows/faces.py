@@ -97,14 +97,14 @@ def detect_split(paths: Sequence[str | os.PathLike], fnames: Sequence[str], dete
     folders = {str(Path(p).parent) for p in paths}
     folder = folders.pop() if len(folders) == 1 else os.path.commonpath(list(folders) or ["."])
     path = cache_path(cache_dir, split, detector.settings, folder)
-    cached = read_cache(path)
+    cached = read_cache(path, settings=detector.settings, folder=folder)
     stamps = [file_stamp(p) for p in paths]
     todo = [i for i, (f, st) in enumerate(zip(fnames, stamps)) if f not in cached or cached[f][0] != st]
     if todo:
         found = detect_images([paths[i] for i in todo], [fnames[i] for i in todo], detector, progress=progress, desc=split)
         cached.update({fnames[i]: (stamps[i], found[fnames[i]]) for i in todo})
         try:
-            write_cache(path, detector.settings, cached)
+            write_cache(path, detector.settings, cached, folder)
         except DiskFullError as exc:  # the detections are in memory: a cache that does not fit costs a detection next time
             warnings.warn(f"face detections not cached: {exc}", stacklevel=2)
     return SplitFaces(Detections(detector.settings, {f: cached[f][1] for f in fnames}), key, path)

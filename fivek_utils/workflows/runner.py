@@ -119,12 +119,9 @@ def prepare(pipeline: dict) -> None:
     if "standin_checkpoint" in steps:
         spec = dict(steps["standin_checkpoint"])
         out = resolve_path(spec.pop("out"))
-        with hold_locks([out], wait=True):  # another run writing it: wait, then reuse it
-            if not (out / "saved_model.pb").exists():
-                from ..modeling.pretrained.standin import export_automl_savedmodel
+        from ..modeling.pretrained.standin import ensure_standin
 
-                print(f"prepare: writing a stand-in EfficientNetV2 SavedModel to {out}", flush=True)
-                export_automl_savedmodel(out, **spec)
+        ensure_standin(out, **spec)  # another run writing it: waited for, then reused; damaged: written again
 
 
 def kernel_output_to(log_path: Path):
@@ -228,7 +225,8 @@ def _execute(pipeline: dict, notebooks: list[Path], params: dict[Path, dict], *,
     from papermill.exceptions import PapermillExecutionError
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.nullcontext() if verbose else kernel_output_to(output_dir / "prepare.log"):
+    # TensorFlow's native noise to the log; Python's stderr (a damaged stand-in written again) stays on the terminal
+    with contextlib.nullcontext() if verbose else output_to(output_dir / "prepare.log", python=False):
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             prepare(pipeline)
     done = []

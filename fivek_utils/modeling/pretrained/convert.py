@@ -30,11 +30,13 @@ import numpy as np
 
 from ...core.io import atomic_write_json, save_keras
 from ..backbones import build_backbone
+from .fetch import refetch_hint
 from .sources import (
     FEATURE_WIDTHS,
     SOURCES,
     ConversionError,
     PretrainedWeightsError,
+    SavedModelLoadError,
     pretrained_source,
     sidecar_path,
     variant_of,
@@ -412,7 +414,14 @@ def convert_savedmodel(
     try:
         obj = tf.saved_model.load(str(sm_dir))
     except Exception as exc:
-        raise ConversionError(f"cannot load the SavedModel {sm_dir}: {type(exc).__name__}: {exc}") from exc
+        from .standin import remake_standin
+
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if not remake_standin(sm_dir, why):  # the kit's own stand-in is written again; any other is named
+            raise SavedModelLoadError(
+                f"cannot load the SavedModel {sm_dir}: {type(exc).__name__}: {exc}\n"
+                f"It is damaged (a file cut short or changed). {refetch_hint(sm_dir)}") from exc
+        obj = tf.saved_model.load(str(sm_dir))
     variables = _savedmodel_variables(obj)
     ckpt, ignored, prefix = _parse_automl(variables)
 

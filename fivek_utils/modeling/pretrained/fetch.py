@@ -196,3 +196,20 @@ def _not_found_message(src: PretrainedSource, tried: Sequence[str], untrusted: S
         f"{sidecar_path(Path(src.cache_name)).name}, into models/pretrained/ or $FIVEK_WEIGHTS_DIR.",
     ]
     return "\n".join(lines)
+
+
+def refetch_hint(sm_dir: str | os.PathLike) -> str:
+    """What gets a good copy of the SavedModel folder `sm_dir` again, by where it came from."""
+    sm_dir = Path(sm_dir).resolve()
+    hub = (Path(_config.INTERIM_DATA_DIR) / "tfhub").resolve()
+    kh = _kagglehub_cache_dir().resolve()
+    if hub in sm_dir.parents:
+        return (f"It is a TF Hub download of the kit's: remove it and run again (it is downloaded again):\n"
+                f"  rm -rf {sm_dir}")
+    if kh in sm_dir.parents:
+        rel = sm_dir.relative_to(kh / "models").parts if (kh / "models") in sm_dir.parents else ()
+        handle = "/".join(rel[:5]) if len(rel) >= 4 else KAGGLE_MODEL + "/<framework>/<variation>"
+        return (f"It is a kagglehub download: fetch it again with\n"
+                f"  python -c \"import kagglehub; print(kagglehub.model_download('{handle}', force_download=True))\"")
+    return ("It is not a download of the kit's: replace it with a good copy (on Kaggle, attach the model input "
+            "again; elsewhere download it again, e.g. with kagglehub.model_download(..., force_download=True))")

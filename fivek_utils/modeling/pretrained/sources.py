@@ -37,6 +37,11 @@ class ConversionError(PretrainedWeightsError):
     """A SavedModel that does not map onto the requested keras.applications backbone."""
 
 
+class SavedModelLoadError(ConversionError):
+    """A SavedModel folder TensorFlow cannot load (damaged: a file cut short or changed); the message
+    names the folder and what gets a good copy again."""
+
+
 @dataclass(frozen=True)
 class PretrainedSource:
     """Where one official checkpoint lives, under every name it goes by."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["export_automl_savedmodel", "automl_plan", "AUTOML_VARIANTS", "INPUT_TRANSFORMS", "CORRUPTIONS"]
+__all__ = ["export_automl_savedmodel", "ensure_standin", "standin_problem", "automl_plan", "AUTOML_VARIANTS", "INPUT_TRANSFORMS", "CORRUPTIONS"]
 
 # google/automl efficientnetv2/effnetv2_configs.py
 _V2_BASE_BLOCK = [
@@ -360,6 +360,7 @@ def export_automl_savedmodel(
     old = None
     try:
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": serving})
+        _write_manifest(tmp, {"variant": variant, "seed": seed, "input_transform": input_transform, "corrupt": corrupt})
         if out.exists():
             old = out.parent / f".{out.name}.old.{os.getpid()}"
             os.replace(out, old)
@@ -374,3 +375,107 @@ def export_automl_savedmodel(
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+# --- the kit's own stand-ins: checked, and remade when damaged ------------------------------------
+MANIFEST = "fivek-standin.json"  # inside the folder: what made it, and the size and sha256 of each file
+
+
+def _file_digests(folder: Path) -> dict[str, list]:
+    import hashlib
+
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            out[p.relative_to(folder).as_posix()] = [p.stat().st_size, h.hexdigest()]
+    return out
+
+
+def _write_manifest(folder: Path, spec: dict) -> None:
+    import json
+
+    record = {"made_by": "fivek_utils.modeling.pretrained.standin.export_automl_savedmodel", "spec": spec,
+              "files": _file_digests(folder)}
+    (folder / MANIFEST).write_text(json.dumps(record, indent=1) + "\n")  # inside the folder being made: atomic with it
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    """The stand-in record of a SavedModel folder, or None (not one the kit made, or unreadable)."""
+    import json
+
+    try:
+        record = json.loads((Path(folder) / MANIFEST).read_text())
+        return record if isinstance(record, dict) and isinstance(record.get("spec"), dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def standin_problem(folder: str | os.PathLike, **spec) -> str | None:
+    """Why the stand-in in `folder` cannot be used as it is (missing, damaged: a file cut, emptied or with a
+    byte changed since it was written, or made with other settings than `spec`), or None when it is intact.
+    Hashing its files (tens of MB) costs a fraction of a second, loading it with TensorFlow several seconds."""
+    folder = Path(folder)
+    if not (folder / "saved_model.pb").exists():
+        return "missing" if not folder.exists() else "no saved_model.pb in it"
+    record = read_manifest(folder)
+    if record is None:
+        return f"no readable {MANIFEST} (made by an older kit, or damaged)"
+    want = {"variant": "b0", "seed": 0, "input_transform": "identity", "corrupt": None, **spec}
+    if any(record["spec"].get(k) != v for k, v in want.items()):
+        return f"made with {record['spec']}, not {want}"
+    files = record.get("files") or {}
+    now = _file_digests(folder)
+    for rel, (size, digest) in files.items():
+        if rel not in now:
+            return f"{rel} is missing"
+        if now[rel][0] != size:
+            return f"{rel} is {now[rel][0]} bytes, it was written with {size}"
+        if now[rel][1] != digest:
+            return f"{rel} changed since it was written (its sha256 differs)"
+    return None
+
+
+def ensure_standin(out: str | os.PathLike, **spec) -> Path:
+    """The stand-in SavedModel at `out` (`prepare: standin_checkpoint`), written when missing and removed
+    and written again, with one line saying why, when it is damaged. Under its lock: another process
+    writing it is waited for, then its stand-in is checked and reused."""
+    import sys
+
+    from ...core.locks import hold_locks
+
+    out = Path(out)
+    with hold_locks([out], wait=True):
+        why = standin_problem(out, **spec)
+        if why is None:
+            return out
+        if why == "missing":
+            print(f"prepare: writing a stand-in EfficientNetV2 SavedModel to {out}", flush=True)
+        else:
+            print(f"warning: stand-in SavedModel {out} cannot be used ({why}); removed, writing it again",
+                  file=sys.stderr, flush=True)
+            if out.is_dir() and ((out / "saved_model.pb").exists() or (out / MANIFEST).exists()):
+                shutil.rmtree(out)  # ours (a SavedModel, or our record in it): export refuses any other folder
+        return export_automl_savedmodel(out, **spec)
+
+
+def remake_standin(folder: str | os.PathLike, why: str) -> bool:
+    """Write the kit's stand-in at `folder` again from its own record (it did not load: `why`); False when
+    `folder` is not a stand-in the kit made (so nothing was done)."""
+    record = read_manifest(folder)
+    if record is None:
+        return False
+    import sys
+
+    spec = {k: v for k, v in record["spec"].items() if k in ("variant", "seed", "input_transform", "corrupt")}
+    print(f"warning: stand-in SavedModel {folder} does not load ({why}); removed, writing it again",
+          file=sys.stderr, flush=True)
+    from ...core.locks import hold_locks
+
+    with hold_locks([Path(folder)], wait=True):
+        shutil.rmtree(folder, ignore_errors=True)
+        export_automl_savedmodel(folder, **spec)
+    return True
