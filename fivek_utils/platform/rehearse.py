@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.config import CODE_ROOT, Config, ConfigError, load_yaml, resolve_path
+from ..core.config import Config, ConfigError, load_yaml, resolve_path
 from ..workflows.runner import declared_parameters, list_notebooks, names_notebook, notebook_params, param_value
 
 OVERLAY = "configs/rehearse.yaml"
