@@ -12,7 +12,7 @@ COMPAT_BIN := $(COMPAT_VENV)/bin
 CONSTRAINTS := constraints/colab.txt constraints/lower-bounds.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-compat bench bench-gpu clean clean-outputs
+.PHONY: help install demo test test-fast test-compat test-rehearse bench bench-gpu clean clean-outputs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ test-compat: $(COMPAT_VENV)/.installed ## the fast tests + a notebook smoke run 
 	@$(COMPAT_BIN)/python -c "from fivek_utils.core.versions import version_table; print(version_table())"
 	$(COMPAT_BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow or compat"
 
+test-rehearse: $(STAMP) ## configs/full.yaml through every notebook on a CPU at toy scale, weights where a user's are (12 min on 2 busy cores)
+	$(BIN)/fivek rehearse --root build/rehearse
+
 bench: $(STAMP) ## the benchmarks (progressive learning, prediction, input pipeline, the face stage)
 	$(BIN)/fivek bench progressive
 	$(BIN)/fivek bench predict
@@ -60,7 +63,7 @@ bench-gpu: $(STAMP) ## on a GPU machine: precision, XLA, input pipeline, progres
 	$(BIN)/fivek bench gpu
 
 clean-outputs: ## delete generated data, models, reports and submissions
-	rm -rf data/raw data/interim data/processed models/*/ reports/*/ submissions/*.csv submissions/*.yaml
+	rm -rf data/raw data/interim data/processed models/*/ reports/*/ submissions/*.csv submissions/*.yaml build/rehearse
 
 clean: clean-outputs ## also delete the virtual environments
 	rm -rf $(VENV) $(COMPAT_VENV)

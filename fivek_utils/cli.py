@@ -6,6 +6,7 @@ command calls one function of the package with keyword arguments.
     fivek faces DIR [--boxes FILE]        find (and cache) the faces of a split, summarise them; score a detector
     fivek run --config configs/demo.yaml  run the notebooks with papermill
     fivek predict / check-submission      inference and submission checks
+    fivek rehearse                        configs/full.yaml end to end on a CPU at toy scale
     fivek weights {convert,table,standin} ImageNet-21k weights
     fivek kaggle                          bundle the kit for Kaggle
     fivek cache [clear --all|--stale|--older-than DAYS]  list (or clear) the decode, crops, detections and weights caches
@@ -113,6 +114,17 @@ def _cmd_run(args) -> int:
     print(f"  figures             {FIGURES_DIR}")
     print(f"  models and configs  {MODELS_DIR}")
     print(f"  submissions         {SUBMISSIONS_DIR}")
+    return 0
+
+
+def _cmd_rehearse(args) -> int:
+    from .platform.rehearse import RehearsalError, rehearse
+
+    try:
+        rehearse(args.config, overlay_file=args.overlay, root=args.root, quiet=args.quiet, verbose=args.verbose)
+    except RehearsalError as exc:
+        print(f"REHEARSAL FAILED: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -333,7 +345,7 @@ def _add_bench(sub) -> None:
     b.set_defaults(func=_bench("gpu"))
 
 
-NATIVE_NOISE = ("predict", "weights", "faces")  # commands that start TensorFlow in this process (run and bench keep their own logs)
+NATIVE_NOISE = ("predict", "weights", "faces", "rehearse")  # commands that start TensorFlow in this process (run and bench keep their own logs)
 
 
 def _native_noise_to_log(args):
@@ -418,6 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", help="notebook numbers or names, e.g. --only 01 03")
     p.add_argument("--wait", action="store_true", default=None, help=WAIT_HELP)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("rehearse", help="configs/full.yaml through every notebook on a CPU at toy scale, with stand-in "
+                       "weights where a user's would be, to a checked submission (make test-rehearse)")
+    p.add_argument("--config", default=None, help="the pipeline to rehearse (default: the overlay's, configs/full.yaml)")
+    p.add_argument("--overlay", default="configs/rehearse.yaml", help="what shrinks (default configs/rehearse.yaml)")
+    p.add_argument("--root", default="build/rehearse", help="the rehearsal's own project root and weight trees "
+                   "(default build/rehearse; outputs never go to the project's models/)")
+    p.set_defaults(func=_cmd_rehearse)
 
     p = sub.add_parser("predict", help="inference only: a test folder -> submission CSV (the competition's predict.sh)")
     p.add_argument("--models", required=True, help="run folder: fold*/model.keras (or model.keras), thresholds.json, config.yaml")

@@ -57,3 +57,19 @@ def test_unknown_backbone_and_preprocessing_that_cannot_be_left_out():
         build_backbone("EfficientNetB0", include_preprocessing=False)
     out = build_backbone("EfficientNetV2B0", include_preprocessing=False)(np.zeros((1, 32, 32, 3), "float32"))
     assert out.shape[-1] == 1280
+
+
+def test_keras_imagenet_weights_come_from_the_local_folder_or_fail_naming_it(tmp_path, monkeypatch):
+    from fivek_utils.modeling.backbones import KERAS_WEIGHTS_ENV, build_backbone, write_imagenet_standin
+
+    monkeypatch.setenv(KERAS_WEIGHTS_ENV, str(tmp_path))
+    with pytest.raises(ModelConfigError, match=f"{KERAS_WEIGHTS_ENV}={tmp_path} holds neither of"):
+        build_backbone("EfficientNetB0", weights="imagenet")  # never random weights, never a download
+    path = write_imagenet_standin("EfficientNetB0", tmp_path, seed=3)
+    assert path.name == "efficientnetb0_notop.weights.h5"
+    loaded = build_backbone("EfficientNetB0", weights="imagenet")
+    fresh = build_backbone("EfficientNetB0", weights=None)
+    kernel = next(w for w in loaded.weights if "stem_conv" in w.path)
+    assert not np.allclose(kernel.numpy(), next(w for w in fresh.weights if "stem_conv" in w.path).numpy())
+    fresh.load_weights(path)
+    assert np.array_equal(kernel.numpy(), next(w for w in fresh.weights if "stem_conv" in w.path).numpy())

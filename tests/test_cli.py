@@ -76,7 +76,7 @@ MINIMAL_ARGS = {  # enough for each subcommand to parse
     "synth": ["--out", "d"], "describe": ["d"], "run": ["--config", "c.yaml"],
     "predict": ["--models", "m", "--test-dir", "t", "--out", "o.csv"], "check-submission": ["s.csv", "--meta", "m.csv"],
     "weights": ["table"], "kaggle": [], "bench progressive": [], "bench predict": [], "bench pipeline": [],
-    "bench gpu": [], "bench faces": [], "faces": ["d"], "cache": [],
+    "bench gpu": [], "bench faces": [], "faces": ["d"], "cache": [], "rehearse": [],
 }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import keras
 
@@ -14,11 +16,13 @@ def build_backbone(name: str, *, include_preprocessing: bool = True, weights: st
     """A headless keras.applications backbone for any input size (no pooling, no top).
 
     `include_preprocessing=False` (V2 only) makes a backbone that expects already-normalised
-    inputs, which is what converted ImageNet-21k checkpoints need.
+    inputs, which is what converted ImageNet-21k checkpoints need. `weights="imagenet"` is Keras's
+    download, or the local file under `$FIVEK_KERAS_WEIGHTS_DIR` when that is set (`local_imagenet_weights`).
     """
     check_backbone(name)
     ctor = getattr(keras.applications, name)
-    kwargs = dict(include_top=False, weights=weights, input_shape=(None, None, 3), pooling=None)
+    local = local_imagenet_weights(name) if weights == "imagenet" else None
+    kwargs = dict(include_top=False, weights=str(local) if local else weights, input_shape=(None, None, 3), pooling=None)
     if is_v2(name):
         kwargs["include_preprocessing"] = include_preprocessing
     elif not include_preprocessing:
@@ -26,12 +30,61 @@ def build_backbone(name: str, *, include_preprocessing: bool = True, weights: st
     try:
         return ctor(**kwargs)
     except Exception as exc:  # keras raises plain Exceptions for download failures
+        if local is not None:
+            raise ModelConfigError(f"weights='imagenet' for {name}: Keras could not load {local} "
+                                   f"(${KERAS_WEIGHTS_ENV}): {type(exc).__name__}: {exc}") from exc
         if weights == "imagenet":
             raise ModelConfigError(
                 f"could not get keras.applications ImageNet weights for {name} ({exc}). They are "
                 "downloaded on first use: run once with internet, or set weights to a local file."
             ) from exc
         raise
+
+
+# `weights="imagenet"` downloads Keras's ImageNet-1k file (and checks its hash, so no other file can sit in
+# ~/.keras/models in its place). With this variable set, the headless weights are read from this folder
+# instead and never downloaded: offline machines with the real file copied there, and `fivek rehearse`,
+# whose stand-in file has the architecture but random values.
+KERAS_WEIGHTS_ENV = "FIVEK_KERAS_WEIGHTS_DIR"
+
+
+def keras_weights_names(name: str) -> tuple[str, str]:
+    """The file names `local_imagenet_weights` looks for: the kit's own (`save_weights`) and Keras's
+    download (e.g. `efficientnetb0_notop.h5`, which can be copied from ~/.keras/models)."""
+    stem = f"{name.lower()}_notop"
+    return f"{stem}.weights.h5", f"{stem}.h5"
+
+
+def local_imagenet_weights(name: str) -> Path | None:
+    """The local ImageNet-1k file of backbone `name` under `$FIVEK_KERAS_WEIGHTS_DIR`; None when the
+    variable is unset (Keras downloads as usual). Set but without the file: an error, never random weights."""
+    folder = os.environ.get(KERAS_WEIGHTS_ENV, "").strip()
+    if not folder:
+        return None
+    for fname in keras_weights_names(name):
+        path = Path(folder).expanduser() / fname
+        if path.is_file():
+            return path
+    raise ModelConfigError(
+        f"weights='imagenet' for {name}: ${KERAS_WEIGHTS_ENV}={folder} holds neither of "
+        f"{list(keras_weights_names(name))}. Copy Keras's headless ImageNet file there (from ~/.keras/models "
+        f"after one run with internet), or unset {KERAS_WEIGHTS_ENV} to download it."
+    )
+
+
+def write_imagenet_standin(name: str, folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A stand-in for Keras's ImageNet-1k file of `name`: the headless architecture with random (seeded)
+    values, saved where `local_imagenet_weights` looks (atomically). It carries no ImageNet knowledge;
+    `fivek rehearse` uses it so notebook 02 loads `weights="imagenet"` through Keras, offline."""
+    from ..core.io import atomic_path
+
+    keras.utils.set_random_seed(seed)
+    base = build_backbone(name, weights=None)
+    out = Path(folder) / keras_weights_names(name)[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        base.save_weights(str(tmp))
+    return out
 
 
 def tiny_backbone(width: int = 16, seed: int = 0) -> keras.Model:
