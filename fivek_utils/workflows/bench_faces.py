@@ -1,6 +1,6 @@
 """`fivek bench faces`: how fast the face stage's parts are on this machine.
 
-MTCNN on real photos (the two public-domain photos the kit ships, written out at several sizes, so
+BlazeFace (with its tiles) and MTCNN on real photos (the two public-domain photos the kit ships, written out at several sizes, so
 the timing includes decoding as a run does), the `truth` boxes and the crops on the benchmarks'
 synthetic close-up set, and the face-crop model's inference on those crops.
 """
@@ -18,14 +18,17 @@ def _rate(n: int, seconds: float) -> float:
     return round(n / max(seconds, 1e-9), 2)
 
 
-def mtcnn_speed(sizes=(512, 1024, 2048), repeats: int = 5) -> list[dict]:
-    """MTCNN images/s per photo size (decode included), and the faces it found (one per photo)."""
+def detector_speed(name: str = "mtcnn", sizes=(512, 1024, 2048), repeats: int = 5) -> list[dict]:
+    """A photo detector's images/s per photo size (decode included), at the kit's default settings, and
+    the faces it found (one per photo)."""
     from PIL import Image
 
-    from ..modeling.face_detector import MTCNNDetector
-    from .faces import detect_images
+    from ..core.config import Config
+    from .faces import detect_images, detector_for, detector_settings
 
-    detector = MTCNNDetector()
+    # BlazeFace at the kit's defaults (tiles included); MTCNN at its own (20 px, 0.9), as before
+    settings = detector_settings(Config(face_detector=name)) if name == "blazeface" else {}
+    detector = detector_for(name, PHOTOS_DIR, **settings)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
@@ -41,14 +44,14 @@ def mtcnn_speed(sizes=(512, 1024, 2048), repeats: int = 5) -> list[dict]:
             seconds = time.perf_counter() - t0
             rows.append({"photo_px": size, "images": len(paths), "images_per_second": _rate(len(paths), seconds),
                          "faces_per_image": round(float(found.counts().mean()), 3)})
-            print(f"mtcnn {size:>5} px: {rows[-1]['images_per_second']:6.2f} images/s, "
+            print(f"{name} {size:>5} px: {rows[-1]['images_per_second']:6.2f} images/s, "
                   f"{rows[-1]['faces_per_image']} face(s) per photo")
     return rows
 
 
 def bench_faces(*, data_dir: str | None = None, crop_size: int = 40, repeats: int = 5, batch_size: int = 256,
                 sizes: tuple[int, ...] = (512, 1024, 2048)) -> dict:
-    """MTCNN speed on real photos; truth boxes, crops and face-model inference on the close-up set."""
+    """BlazeFace's and MTCNN's speed on real photos; truth boxes, crops and face-model inference on the close-up set."""
     from ..data.crops import extract_crops
     from ..data.meta import load_meta
     from ..modeling.face_model import build_face_model, predict_faces
@@ -56,7 +59,8 @@ def bench_faces(*, data_dir: str | None = None, crop_size: int = 40, repeats: in
     from .faces import detect_dataset
 
     result = {"machine": _machine(), "settings": {"crop_size": crop_size, "repeats": repeats, "sizes": list(sizes)}}
-    result["mtcnn"] = mtcnn_speed(sizes, repeats=repeats)
+    result["blazeface"] = detector_speed("blazeface", sizes, repeats=repeats)
+    result["mtcnn"] = detector_speed("mtcnn", sizes, repeats=repeats)
     root = bench_data(data_dir)
     df = load_meta(root, "train")
     t0 = time.perf_counter()
