@@ -95,6 +95,8 @@ def test_fivek_faces_boxes_scores_blazeface_on_real_photos(tmp_path):
         score_dataset(root, other, detector="blazeface", progress=False)
 
 
+@pytest.mark.slow
+@pytest.mark.compat  # a fivek command, about 7 s: not in make test-fast
 def test_the_command_line_scores_a_detector(tmp_path):
     root, boxes = astronaut_set(tmp_path)
     done = run_fivek("faces", str(root), "--boxes", boxes, "--detector", "mtcnn", "--min-confidence", "0.9", "--quiet")

@@ -72,6 +72,8 @@ def test_a_weight_source_missing_where_a_user_s_would_be_fails_naming_the_settin
     assert "FIVEK_OFFLINE=1" in msg
 
 
+@pytest.mark.slow
+@pytest.mark.compat  # two stand-in exports, about 6 s: not in make test-fast
 def test_the_lookup_finds_an_attached_kaggle_model_and_a_kagglehub_download(tmp_path):
     """Two small stand-ins placed as the rehearsal places them are found by the kit's own lookup."""
     sites = rh.Sites(tmp_path)

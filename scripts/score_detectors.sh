@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every detector setting of the README's table "Faces in real street photos", scored against a set's
+# annotated faces with `fivek faces DIR --boxes FILE` (detection timed afresh, never read from the cache).
+#   scripts/score_detectors.sh [DATA_DIR]     (default data/raw/real-scenes; writes reports/detectors/*.json)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-data/raw/real-scenes}
+BOXES=$DATA/train/faces.csv
+OUT=reports/detectors
+FIVEK=${FIVEK:-.venv/bin/fivek}
+mkdir -p "$OUT"
+score() {  # name, then fivek faces options
+  local name=$1; shift
+  "$FIVEK" faces "$DATA" --boxes "$BOXES" --quiet --out "$OUT/$name.json" "$@" > /dev/null
+  python3 - "$OUT/$name.json" "$name" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+h = {k: v["recall"] for k, v in s["recall_by_height"].items()}
+print(f"| {sys.argv[2]} | {s['recall']:.3f} | {s['recall_16px_and_more']:.3f} | {s['recall_masked_16px_and_more']:.3f} | "
+      f"{h['12-16']:.2f} / {h['16-24']:.2f} / {h['24-32']:.2f} / {h['32-64']:.2f} / {h['>=64']:.2f} | "
+      f"{s['false_per_photo']:.2f} | {s['unmasked_photos_none_found']:.3f} | {s['photos_per_s']:.1f} |")
+PY
+}
+echo "| detector and settings | recall | recall >= 16 px | masked >= 16 px | recall 12-16 / 16-24 / 24-32 / 32-64 / >= 64 px | false per photo | unmasked photos, none found | photos/s |"
+echo "|---|---|---|---|---|---|---|---|"
+score blazeface-back-x1-c0.4-s3 --detector blazeface --model back --upscale 1 --min-confidence 0.4 --min-support 3
+score blazeface-back-x1-c0.4-s1 --detector blazeface --model back --upscale 1 --min-confidence 0.4 --min-support 1
+score blazeface-back-x1-c0.5-s3 --detector blazeface --model back --upscale 1 --min-confidence 0.5 --min-support 3
+score blazeface-back-x1.5-c0.4-s3 --detector blazeface --model back --upscale 1.5 --min-confidence 0.4 --min-support 3
+score blazeface-back-x0-c0.4-s3 --detector blazeface --model back --upscale 0 --min-confidence 0.4 --min-support 3
+score blazeface-full_range-x1-c0.4-s3 --detector blazeface --model full_range --upscale 1 --min-confidence 0.4 --min-support 3
+score blazeface-short_range-x1.5-c0.5-s4 --detector blazeface --model short_range --upscale 1.5 --min-confidence 0.5 --min-support 4
+score mtcnn-12px-c0.8 --detector mtcnn --min-face-size 12 --min-confidence 0.8
+score mtcnn-20px-c0.9 --detector mtcnn --min-face-size 20 --min-confidence 0.9
