@@ -222,7 +222,7 @@ def test_the_bound_removes_the_least_recently_used_and_never_one_held(tmp_path, 
         holder.wait(timeout=30)
     err = capfd.readouterr().err
     assert made[1].exists() and made[0].exists() and not made[2].exists()
-    assert f"removed 1 least recently used entries" in err and made[2].name in err and "cache_max_gb" in err
+    assert "removed 1 least recently used entries" in err and made[2].name in err and "cache_max_gb" in err
     assert len(entries(cache)) == 3
     assert enforce_bound(cache, 0.5 * size / 1e9, keep=made[0]) and entries(cache) == [made[0]]
 

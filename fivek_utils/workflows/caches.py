@@ -11,7 +11,6 @@ holds (it is being written or read) is never removed; the line says which proces
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import config as _config
-from ..core.io import _human
+from ..core.io import _human, file_sha256
 from ..core.locks import FolderBusyError, busy_holder, describe_holder, hold_lock
 from ..data.cache_entries import age_text, entries, entry_kind, read_meta, stale_reason
 from ..data.faces import file_stamp
@@ -55,12 +54,6 @@ def _detections_stale(path: Path) -> str | None:
     return None if current else f"none of its {len(images)} images is in {folder} as it was"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _weights_entries() -> list[Entry]:
@@ -77,7 +70,7 @@ def _weights_entries() -> list[Entry]:
             info = None
         if not isinstance(info, dict):
             why = f"damaged (no readable {car.name})"
-        elif info.get("weights_sha256") != _sha256(f):
+        elif info.get("weights_sha256") != file_sha256(f):
             why = "damaged (the weights do not match their sidecar's sha256)"
         else:
             why = None

@@ -13,8 +13,8 @@ import pandas as pd
 
 from ..data.crops import ordered_faces
 from ..data.faces import Detections
-from ..data.images import ImageReadError, open_rgb
 from .error_analysis import confident_mistakes
+from .faces import show_photo
 
 
 def plot_face_mistakes(paths: Sequence[str | os.PathLike], detections: Detections, crop_probs: np.ndarray,
@@ -40,14 +40,9 @@ def plot_face_mistakes(paths: Sequence[str | os.PathLike], detections: Detection
         record = detections[fname]
         faces = ordered_faces(record.faces, max_faces)
         probs = crop_probs[starts[row]: starts[row + 1]]
-        try:
-            image = open_rgb(paths[row], max_side=side)
-        except ImageReadError:
-            ax.set_title(f"{fname}: unreadable", fontsize=8)
+        scale = show_photo(ax, paths[row], fname, record, side)
+        if scale is None:
             continue
-        image.thumbnail((side, side))
-        scale = image.width / max(record.width, 1)
-        ax.imshow(image)
         known = len(probs) == len(faces) and np.isfinite(probs).all()
         decider = int(np.argmin(probs)) if known and len(probs) else -1
         for j, f in enumerate(faces):

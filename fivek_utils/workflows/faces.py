@@ -165,6 +165,19 @@ def faces_table(detections: Detections) -> pd.DataFrame:
 
 
 # --- figures ------------------------------------------------------------------------------------
+def show_photo(ax, path: str | os.PathLike, fname: str, record: ImageFaces, side: int) -> float | None:
+    """Draw a photo reduced to `side` on `ax`; the factor from its original pixels (the boxes') to the
+    drawing, or None when it cannot be read (the axis then says so)."""
+    try:
+        image = open_rgb(path, max_side=side)
+    except ImageReadError:
+        ax.set_title(f"{fname}: unreadable", fontsize=8)
+        return None
+    image.thumbnail((side, side))
+    ax.imshow(image)
+    return image.width / max(record.width, 1)
+
+
 def plot_faces(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detections: Detections, *,
                ncols: int = 4, side: int = 320, boxes: pd.DataFrame | None = None, name: str | None = None,
                title: str = ""):
@@ -178,14 +191,9 @@ def plot_faces(paths: Sequence[str | os.PathLike], fnames: Sequence[str], detect
     fig, axes = image_grid(len(paths), ncols, (3.2, 2.9))
     for ax, path, fname in zip(axes, paths, fnames):
         record = detections[fname]
-        try:
-            image = open_rgb(path, max_side=side)
-        except ImageReadError:
-            ax.set_title(f"{fname}: unreadable", fontsize=8)
+        scale = show_photo(ax, path, fname, record, side)
+        if scale is None:
             continue
-        image.thumbnail((side, side))
-        scale = image.width / max(record.width, 1)
-        ax.imshow(image)
         if boxes is not None:
             for _, b in boxes[boxes["fname"] == fname].iterrows():
                 colour = "#38b000" if b["state"] == "with_mask" else "#e63946"

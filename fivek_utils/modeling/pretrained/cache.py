@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ...core import config as _config
 from ...core.environment import kaggle_input_dir
+from ...core.io import file_sha256
 from ..catalog import HUB_WEIGHTS
-from .convert import INPUT_TRANSFORMS, SIDECAR_FORMAT, _fingerprint, _sha256, convert_savedmodel, read_sidecar
+from .convert import INPUT_TRANSFORMS, SIDECAR_FORMAT, _fingerprint, convert_savedmodel, read_sidecar
 from .fetch import SEARCH_DEPTH, _walk, fetch_savedmodel
 from .sources import PretrainedWeightsError, pretrained_source, sidecar_path, variant_of
 
@@ -31,7 +32,7 @@ def _trust(weights_file: Path, expect: dict) -> tuple[dict | None, str | None]:
             return None, f"sidecar says {key}={info.get(key)!r}, expected {want!r}"
     if info.get("input_transform") not in INPUT_TRANSFORMS or "scale" not in info or "offset" not in info:
         return None, "sidecar has no valid input transform"
-    if info.get("weights_sha256") != _sha256(weights_file):
+    if info.get("weights_sha256") != file_sha256(weights_file):
         return None, "the weights file does not match the sidecar's sha256"
     return info, None
 

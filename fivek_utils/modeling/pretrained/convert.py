@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...core.io import atomic_write_json, save_keras
+from ...core.io import atomic_write_json, file_sha256, save_keras
 from ..backbones import build_backbone
 from .fetch import refetch_hint
 from .sources import (
@@ -356,12 +356,6 @@ def conversion_report(weights_file: str | os.PathLike) -> dict:
     return {**report, "weights_file": str(weights_file), "report": str(sidecar_path(weights_file))}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fingerprint(savedmodel_dir: Path) -> str:
@@ -502,7 +496,7 @@ def convert_savedmodel(
     sidecar = sidecar_path(out_path)
     sidecar.unlink(missing_ok=True)  # never leave an old sidecar paired with new weights
     save_keras(base, out_path)
-    info["weights_sha256"] = _sha256(out_path)
+    info["weights_sha256"] = file_sha256(out_path)
     info["seconds"] = round(time.time() - t0, 2)
     atomic_write_json(sidecar, info)
     log.info(

@@ -396,16 +396,12 @@ MANIFEST = "fivek-standin.json"  # inside the folder: what made it, and the size
 
 
 def _file_digests(folder: Path) -> dict[str, list]:
-    import hashlib
+    from ...core.io import file_sha256
 
     out = {}
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.name != MANIFEST:
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            out[p.relative_to(folder).as_posix()] = [p.stat().st_size, h.hexdigest()]
+            out[p.relative_to(folder).as_posix()] = [p.stat().st_size, file_sha256(p)]
     return out
 
 
