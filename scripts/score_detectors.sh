@@ -15,10 +15,11 @@ score() {  # name, then fivek faces options
   python3 - "$OUT/$name.json" "$name" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
+f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731  (no faces of that kind: no recall)
 h = {k: v["recall"] for k, v in s["recall_by_height"].items()}
-print(f"| {sys.argv[2]} | {s['recall']:.3f} | {s['recall_16px_and_more']:.3f} | {s['recall_masked_16px_and_more']:.3f} | "
-      f"{h['12-16']:.2f} / {h['16-24']:.2f} / {h['24-32']:.2f} / {h['32-64']:.2f} / {h['>=64']:.2f} | "
-      f"{s['false_per_photo']:.2f} | {s['unmasked_photos_none_found']:.3f} | {s['photos_per_s']:.1f} |")
+print(f"| {sys.argv[2]} | {f(s['recall'])} | {f(s['recall_16px_and_more'])} | {f(s['recall_masked_16px_and_more'])} | "
+      + " / ".join(f(h[k], 2) for k in ("12-16", "16-24", "24-32", "32-64", ">=64"))
+      + f" | {f(s['false_per_photo'], 2)} | {f(s['unmasked_photos_none_found'])} | {f(s['photos_per_s'], 1)} |")
 PY
 }
 echo "| detector and settings | recall | recall >= 16 px | masked >= 16 px | recall 12-16 / 16-24 / 24-32 / 32-64 / >= 64 px | false per photo | unmasked photos, none found | photos/s |"
