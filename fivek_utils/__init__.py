@@ -85,6 +85,9 @@ _EXPORTS = {
     "build_face_model": "modeling.face_model", "train_face_model": "modeling.face_model",
     "predict_faces": "modeling.face_model", "bag_probabilities": "modeling.face_model",
     "people_features": "data.people", "extract_crops": "data.crops",
+    "self_train": "workflows.self_training", "teacher_of_run": "workflows.self_training",
+    "plot_self_training": "workflows.self_training", "fill_blanks": "data.pseudo_labels",
+    "pseudo_label_quality": "data.pseudo_labels",
     # platform
     "setup_accelerator": "platform.accel", "Accelerator": "platform.accel",
 }

@@ -152,6 +152,19 @@ class Config:
     face_color_jitter: float = 0.0  # random brightness and contrast of face crops in training (0: none)
     face_lr: float = 2e-3
     face_batch_size: int = 64  # face crops per training step
+    # self-training (notebook 05, Noisy Student): the run's ensemble labels the blank heads and the unlabelled
+    # test photos, and a noised student learns from labelled + pseudo-labelled photos, `self_training_rounds` times
+    self_training_rounds: int = 0  # 0: off; each round's student becomes the next round's teacher
+    pseudo_label_min_confidence: float = 0.0  # keep a pseudo-label only where |2p - 1| >= this (0: every one)
+    pseudo_label_soft: bool = True  # the teacher's probability as the target; False: rounded to 0 / 1
+    hidden_label_fraction: float = 0.0  # share of the cross-validated photos whose labels are hidden (seeded), to score pseudo-labels on real data
+    student_backbone: str = ""  # "": the teacher's backbone (a student is as large as its teacher or larger)
+    student_randaugment_magnitude: float = 5.0  # the student's noise: RandAugment (paper's 0-30 scale) ...
+    student_mixup_alpha: float = 0.2  # ... MixUp ...
+    student_dropout: float = 0.3  # ... dropout before the heads ...
+    student_drop_connect_rate: float = 0.3  # ... and stochastic depth (keras.applications' drop_connect_rate)
+    student_face_color_jitter: float = 0.3  # the student face model's brightness and contrast noise
+    drop_connect_rate: float = 0.2  # stochastic depth of the backbone's blocks (keras.applications' default 0.2)
     # hardware
     strategy: str = "auto"  # auto, default, mirrored, tpu
     mixed_precision: str = "auto"  # auto, off, mixed_float16, mixed_bfloat16
@@ -190,6 +203,16 @@ class Config:
             raise ConfigError(f"face_crop_size={self.face_crop_size}: EfficientNets need at least 32 pixels")
         if self.face_margin < 1.0:
             raise ConfigError(f"face_margin={self.face_margin}: a crop must hold the whole face box (margin >= 1)")
+        if self.self_training_rounds < 0:
+            raise ConfigError(f"self_training_rounds={self.self_training_rounds}: 0 (off) or more rounds")
+        if not 0.0 <= self.pseudo_label_min_confidence < 1.0:
+            raise ConfigError(f"pseudo_label_min_confidence={self.pseudo_label_min_confidence}: must be in [0, 1) "
+                              "(|2p - 1| of a kept pseudo-label; 0 keeps every one)")
+        if not 0.0 <= self.hidden_label_fraction < 1.0:
+            raise ConfigError(f"hidden_label_fraction={self.hidden_label_fraction}: must be in [0, 1)")
+        for name in ("drop_connect_rate", "student_drop_connect_rate", "student_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1)")
         if self.face_max_per_image < 0:
             raise ConfigError(f"face_max_per_image={self.face_max_per_image}: 0 (every face) or a positive cap")
 

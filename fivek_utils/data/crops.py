@@ -76,6 +76,16 @@ class FaceCrops:
         errors = {i: self.errors[r] for i, r in enumerate(rows) if r in self.errors}
         return FaceCrops(self.crops[take.astype(int)], index, counts, errors)
 
+    def concat(self, other: "FaceCrops") -> "FaceCrops":
+        """These images' crops followed by `other`'s (same crop size), re-indexed as one list of images."""
+        if len(self.crops) and len(other.crops) and self.crops.shape[1:] != other.crops.shape[1:]:
+            raise ValueError(f"crops of {self.crops.shape[1:]} and {other.crops.shape[1:]} cannot share a list")
+        n = len(self)
+        crops = np.concatenate([self.crops, other.crops.astype(self.crops.dtype)]) if len(other.crops) else self.crops
+        return FaceCrops(crops, np.concatenate([self.image_index, other.image_index + n]).astype(int),
+                         np.concatenate([self.counts, other.counts]),
+                         {**self.errors, **{n + i: m for i, m in other.errors.items()}})
+
 
 def ordered_faces(faces: list[Face], max_faces: int | None) -> list[Face]:
     """Largest faces first (the detector's order is arbitrary); at most `max_faces`."""

@@ -150,3 +150,33 @@ def set_trainable(model: keras.Model, blocks: int, *, freeze_batchnorm: bool = T
         if is_bn and layer.trainable:
             layer.momentum = LEARNING_BN_MOMENTUM
     return len(base.trainable_weights)
+
+
+# keras.applications' EfficientNets drop each residual block's branch for a whole example (stochastic depth;
+# survival probability 1 - rate) at rates set from drop_connect_rate = 0.2 and the block's place, which
+# their public constructors fix.
+KERAS_DROP_CONNECT_RATE = 0.2
+
+
+def stochastic_depth_layers(model: keras.Model) -> list[keras.layers.Dropout]:
+    """The per-example Dropout layers of the backbone's residual branches (noise_shape (None, 1, 1, 1))."""
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Dropout) and tuple(layer.noise_shape or ()) == (None, 1, 1, 1):
+            found.append(layer)
+    return found
+
+
+def set_stochastic_depth(model: keras.Model, rate: float) -> int:
+    """Stochastic depth as if keras.applications had been given drop_connect_rate=`rate` (it builds 0.2):
+    every block's rate scaled by rate / 0.2 (the Noisy Student paper's student noise). Call before the
+    model is compiled or traced. Returns the number of layers changed (0 for a backbone without
+    stochastic depth, e.g. a backbone of your own)."""
+    if not 0.0 <= rate < 1.0:
+        raise ModelConfigError(f"drop_connect_rate={rate}: must be in [0, 1)")
+    layers = stochastic_depth_layers(model)
+    for layer in layers:
+        base = getattr(layer, "_fivek_base_rate", layer.rate)
+        layer._fivek_base_rate = base
+        layer.rate = base * rate / KERAS_DROP_CONNECT_RATE
+    return len(layers)

@@ -123,11 +123,36 @@ def save_ensemble(models_dir: str | os.PathLike, tta) -> Path:
     return save_keras(ensemble_graph(models, tta), d / ENSEMBLE_FILE)
 
 
-def load_ensemble(models_dir: str | os.PathLike) -> Ensemble:
+# notebook 05's self-training writes this into the teacher's run folder: its students' folders, the last first
+STUDENTS_FILE = "self_training.json"
+
+
+def last_student(models_dir: str | os.PathLike) -> Path | None:
+    """The folder of a self-trained run's last student (`<run>/student<r>/`, a complete run of its own), or
+    None for a run without students."""
+    d = Path(models_dir)
+    pointer = d / STUDENTS_FILE
+    if not pointer.exists():
+        return None
+    record = _read_json(pointer)
+    folder = d / str(record.get("last", ""))
+    if not record.get("last") or not (folder / "thresholds.json").exists():
+        raise ConfigError(f"{pointer} names the student {record.get('last')!r}, but {folder} holds no finished run: "
+                          "re-run notebook 05 to finish self-training, or delete that file to use the teacher")
+    return folder
+
+
+def load_ensemble(models_dir: str | os.PathLike, *, student: bool = True) -> Ensemble:
     """Load a run's models with its thresholds.json and ensemble.json (config.yaml must be there
     too: the submission records it). `ensemble.keras` (the one-graph ensemble notebook 05 saves)
-    is used when it matches the run's TTA; otherwise the graph is built from the fold models."""
+    is used when it matches the run's TTA; otherwise the graph is built from the fold models.
+
+    A self-trained run (notebook 05 with `self_training_rounds`) answers with its last student unless
+    `student` is False (the teacher); a student's own folder can be given too."""
     d = Path(models_dir)
+    if student and (found := last_student(d)) is not None:
+        print(f"{d} was self-trained: answering with its last student, {found}")
+        d = found
     paths = find_models(d)
     for name in ("thresholds.json", "config.yaml", "ensemble.json"):
         if not (d / name).exists():

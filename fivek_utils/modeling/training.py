@@ -146,7 +146,11 @@ def load_training_data(cfg: Config, size: int | None = None, *, progress: bool =
 # and the face stage's settings (the face models keep a run key of their own)
 _NOT_IN_RUN_KEY = {"run_name", "strategy", "mixed_precision", "jit_compile", "num_workers", "cache_max_gb", "tta",
                    "test_split", "data_dir",
-                   *(name for name in Config.field_names() if name.startswith("face_"))}
+                   *(name for name in Config.field_names() if name.startswith("face_")),
+                   # self-training's settings make the students (each in a folder of its own, with the noise
+                   # its settings give in its key), not the teacher
+                   *(name for name in Config.field_names() if name.startswith(("student_", "pseudo_label_"))),
+                   "self_training_rounds"}
 
 
 def ids_digest(df: pd.DataFrame) -> str:
@@ -174,6 +178,11 @@ def check_run_key(run_dir: Path, cfg: Config, train: TrainingData, val: Training
         atomic_write_json(path, key)
         return
     saved = json.loads(path.read_text())
+    # a setting that a later version of the kit added, at its default, made the same run
+    defaults = json.loads(json.dumps(Config().to_dict(), default=str)) if settings is None else {}
+    for name in set(key["config"]) - set(saved.get("config", {})):
+        if name in defaults and key["config"][name] == defaults[name]:
+            saved.setdefault("config", {})[name] = key["config"][name]
     if saved == key:
         return
     changed = sorted(k for k in set(saved["config"]) | set(key["config"]) if saved["config"].get(k) != key["config"].get(k))

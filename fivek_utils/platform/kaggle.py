@@ -351,7 +351,7 @@ def build_bundle(
     ("" attaches none). `config` (a pipeline YAML) injects its parameters into the bundled
     notebooks as papermill would. Returns what was written and the commands that upload it.
     """
-    from ..workflows.runner import list_notebooks, notebook_params
+    from ..workflows.runner import list_notebooks, load_pipeline, notebook_params
 
     user = user or os.environ.get("KAGGLE_USERNAME")
     if not user:
@@ -363,7 +363,7 @@ def build_bundle(
     _check_slug(dataset_slug, "dataset_slug", "use a name like fivek-kit")
     data_datasets, data_competitions = _data_sources(competition_data)
     model_sources = _check_model(weights_model) if weights_model is not None else None
-    pipeline = _config.load_yaml(config) if config else {}
+    pipeline = load_pipeline(config) if config else {}
 
     notebooks = list_notebooks(_config.NOTEBOOKS_DIR)
     if not notebooks:

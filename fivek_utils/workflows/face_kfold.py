@@ -143,11 +143,14 @@ def _single_device() -> None:
 
 
 @holds_lock(lambda a: a["run_dir"] or a["cfg"].run_dir)
-def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path | None = None) -> FaceFoldResult:
-    """Train one face model per fold (skipping finished ones) and collect OOF and hold-out bag probabilities."""
+def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path | None = None, *,
+                   val_labels: np.ndarray | None = None) -> FaceFoldResult:
+    """Train one face model per fold (skipping finished ones) and collect OOF and hold-out bag probabilities.
+    Rows with fold -1 train in every fold; `val_labels` (mask, default the rows' own) are what validation scores."""
     _single_device()
     run_dir = Path(run_dir or cfg.run_dir)
     folds, labels = split.folds, split.cv.labels[:, 0]
+    scored = labels if val_labels is None else np.asarray(val_labels, dtype="float32")
     n_folds = int(folds.max()) + 1
     oof = np.full(len(folds), np.nan)
     oof_crops = np.full(len(faces.cv.crops), np.nan)
@@ -190,7 +193,7 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
             model = trainer.face_model
             val_crops = faces.cv.subset(val_rows)
             history = trainer.fit(faces.cv.subset(train_rows), labels[train_rows], seed=cfg.seed + k,
-                                  val=(val_crops, labels[val_rows]))
+                                  val=(val_crops, scored[val_rows]))
             val_faces = predict_faces(model, val_crops.crops)
             oof_crops[val_crop_ids] = val_faces
             oof[val_rows] = bag_probabilities(val_faces, val_crops.counts)
@@ -218,7 +221,7 @@ def _face_trainer(cfg: Config, faces: FaceData, labels: np.ndarray, folds: np.nd
     # a batch holds whole bags: one of the largest crowd fixes the batch shape for every fold (one trace)
     per_batch = max(cfg.face_batch_size, int(faces.cv.counts.max(initial=1)))
     steps = max(bag_batches_per_epoch(faces.cv.subset(np.flatnonzero(folds != k)), labels[folds != k], per_batch)
-                for k in np.unique(folds))
+                for k in np.unique(folds[folds >= 0]))
     return FaceTrainer(model, epochs=cfg.face_epochs, lr=cfg.face_lr, steps_per_epoch=steps,
                        crops_per_batch=per_batch, weight_decay=cfg.weight_decay,
                        warmup_epochs=cfg.warmup_epochs, freeze_batchnorm=face_freeze_batchnorm(cfg),

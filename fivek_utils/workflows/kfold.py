@@ -26,7 +26,8 @@ from ..core.labels import HEADS
 from ..core.locks import holds_lock
 from ..core.metrics import evaluate, tune_thresholds
 from ..data.folds import duplicate_group_ids, holdout_split, make_folds, save_folds
-from ..modeling.inference import check_tta, predict_tta, save_ensemble
+from ..modeling.backbones import KERAS_DROP_CONNECT_RATE, set_stochastic_depth
+from ..modeling.inference import STUDENTS_FILE, check_tta, predict_tta, save_ensemble
 from ..modeling.models import build_model
 from ..modeling.training import TrainingData, check_run_key, load_training_data, train_two_phase
 from .runs import save_run
@@ -57,14 +58,22 @@ def train_size(cfg: Config) -> int:
     return cfg.image_size
 
 
+def fold_model(cfg: Config, dropout: float) -> keras.Model:
+    """A fresh fold model: the configured backbone and weights, its stochastic depth set to `drop_connect_rate`."""
+    model = build_model(cfg.backbone, cfg.weights, dropout)
+    if cfg.drop_connect_rate != KERAS_DROP_CONNECT_RATE:
+        set_stochastic_depth(model, cfg.drop_connect_rate)
+    return model
+
+
 def _train_one(cfg: Config, train: TrainingData, val: TrainingData, fold_dir: Path) -> tuple[keras.Model, pd.DataFrame]:
     if cfg.fold_recipe == "progressive":
         from ..modeling.progressive import make_schedule, train_progressive
 
         stages = make_schedule(cfg)
-        model = build_model(cfg.backbone, cfg.weights, stages[0].dropout)
+        model = fold_model(cfg, stages[0].dropout)
         return model, train_progressive(model, train, val, cfg, stages, fold_dir)
-    model = build_model(cfg.backbone, cfg.weights, cfg.dropout)
+    model = fold_model(cfg, cfg.dropout)
     return model, train_two_phase(model, train, val, cfg, fold_dir)
 
 
@@ -94,8 +103,14 @@ def run_kfold(
     folds: np.ndarray,
     holdout: TrainingData | None = None,
     run_dir: Path | None = None,
+    *,
+    val_labels: np.ndarray | None = None,
 ) -> KFoldResult:
-    """Train every fold (skipping finished ones) and collect OOF and hold-out predictions."""
+    """Train every fold (skipping finished ones) and collect OOF and hold-out predictions.
+
+    Rows with fold -1 train in every fold and are never validated on. `val_labels` (default the rows'
+    labels) are what validation scores and chooses the best epoch by: self-training's students train on
+    pseudo-labels and validate on the stated ones."""
     run_dir = Path(run_dir or cfg.run_dir)
     tta = check_tta(cfg.tta)
     n_folds = int(folds.max()) + 1
@@ -122,7 +137,10 @@ def run_kfold(
         print(f"--- fold {k + 1}/{n_folds}: train {int((folds != k).sum())} rows, validate {len(val_rows)} rows ---", flush=True)
         t0 = time.time()
         try:
-            model, history = _train_one(cfg, data.subset(np.flatnonzero(folds != k)), data.subset(val_rows), fold_dir)
+            val = data.subset(val_rows)
+            if val_labels is not None:
+                val.labels = np.asarray(val_labels, dtype="float32")[val_rows]
+            model, history = _train_one(cfg, data.subset(np.flatnonzero(folds != k)), val, fold_dir)
             oof[val_rows] = np.moveaxis(predict_tta(model, data.images[val_rows], tta, cfg.batch_size * 2), 0, 1)
             hold_k = predict_tta(model, holdout.images, tta, cfg.batch_size * 2) if hold is not None else np.zeros((0,))
             if hold is not None:
@@ -206,9 +224,11 @@ class KFoldData:
     holdout: TrainingData
     folds: np.ndarray  # fold per cv row
     folds_file: Path  # data/processed/folds.csv (hold-out rows have fold -1)
+    hidden: np.ndarray | None = None  # (cv rows, 2) the labels `hidden_label_fraction` hid (-1 where none was)
 
     def __str__(self) -> str:
-        return f"{len(self.cv)} rows in {int(self.folds.max()) + 1} folds, {len(self.holdout)} hold-out rows"
+        hidden = "" if self.hidden is None else f" ({int((self.hidden >= 0).any(axis=1).sum())} of them with their labels hidden)"
+        return f"{len(self.cv)} rows in {int(self.folds.max()) + 1} folds{hidden}, {len(self.holdout)} hold-out rows"
 
 
 def kfold_data(cfg: Config, holdout_fraction: float = 0.0, *, progress: bool = True) -> KFoldData:
@@ -221,11 +241,33 @@ def kfold_data(cfg: Config, holdout_fraction: float = 0.0, *, progress: bool = T
         cv_rows, hold_rows = holdout_split(data.df, holdout_fraction, cfg.seed + 1, groups)
     else:
         cv_rows, hold_rows = np.arange(len(data)), np.array([], dtype=int)
-    cv_folds = make_folds(data.df.iloc[cv_rows], cfg.folds, cfg.seed, groups[cv_rows])
+    cv, hidden = data.subset(cv_rows), None
+    if cfg.hidden_label_fraction > 0:  # before the folds: they stratify on the labels the run may see
+        cv, hidden = hide_labels(cv, cfg.hidden_label_fraction, cfg.seed + 2)
+        print(f"hidden_label_fraction={cfg.hidden_label_fraction}: the labels of {int((hidden >= 0).any(axis=1).sum())} "
+              f"of {len(cv)} cross-validated photos are hidden (kept aside to score their pseudo-labels)")
+    cv_folds = make_folds(cv.df, cfg.folds, cfg.seed, groups[cv_rows])
     all_folds = np.full(len(data), -1)
     all_folds[cv_rows] = cv_folds
     path = save_folds(data.df, all_folds, groups, PROCESSED_DATA_DIR / "folds.csv")
-    return KFoldData(data.subset(cv_rows), data.subset(hold_rows), cv_folds, path)
+    return KFoldData(cv, data.subset(hold_rows), cv_folds, path, hidden)
+
+
+def hide_labels(data: TrainingData, fraction: float, seed: int) -> tuple[TrainingData, np.ndarray]:
+    """The rows with every label of a seeded `fraction` of the photos made blank (in the table too), and
+    the hidden labels ((N, 2), -1 where nothing was hidden): real data with known truth behind its blanks."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(data), size=int(round(fraction * len(data))), replace=False))
+    hidden = np.full_like(data.labels, -1)
+    hidden[rows] = data.labels[rows]
+    labels = data.labels.copy()
+    labels[rows] = -1
+    df = data.df.copy()
+    for column in ("mask", "distancing", "5k"):
+        if column in df.columns:
+            df[column] = df[column].astype("Int64")
+            df.loc[rows, column] = pd.NA
+    return TrainingData(df, data.images, labels, data.skipped), hidden
 
 
 @holds_lock(lambda a: a["cfg"].run_dir)
@@ -253,6 +295,8 @@ def save_kfold(cfg: Config, split: KFoldData, result: KFoldResult, thresholds: d
     stale = cfg.run_dir / "stack.json"
     if not cfg.face_stage and atomic_remove(stale):  # with the rest of this save, or not at all
         print(f"removing {stale}: this run has no face stage")
+    if atomic_remove(cfg.run_dir / STUDENTS_FILE):  # students of the models this save replaces: self-training names them again
+        print(f"removing {cfg.run_dir / STUDENTS_FILE}: prediction uses these models until self-training finishes again")
     paths["gains"] = atomic_write_csv(cfg.report_dir / "gains.csv", gains.reset_index(names="variant"))
     paths["ensemble_graph"] = save_ensemble(cfg.run_dir, result.tta)
     return paths

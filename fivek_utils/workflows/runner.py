@@ -79,7 +79,28 @@ def notebook_params(pipeline: dict, notebook: Path) -> dict:
     return {**shared, **section}
 
 
-PIPELINE_KEYS = ("notebooks", "prepare", "only")  # the YAML's own keys; the rest are notebook parameters
+PIPELINE_KEYS = ("notebooks", "prepare", "only", "extends")  # the YAML's own keys; the rest are notebook parameters
+
+
+def load_pipeline(config: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict:
+    """A pipeline YAML; with `extends: <another pipeline YAML>` that file's settings first, this file's on top
+    (shared keys and `prepare:` replaced key by key, each `notebooks:` section merged key by key)."""
+    path = Path(config) if Path(config).exists() else resolve_path(config)
+    data = load_yaml(config)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    parent_path = Path(parent) if Path(parent).exists() else resolve_path(parent)
+    if parent_path is not None and parent_path.resolve() in {p.resolve() for p in (*_chain, path)}:
+        raise ConfigError(f"{config}: extends {parent}, which extends it back (a loop)")
+    base = load_pipeline(parent, (*_chain, path))
+    merged = {**base, **{k: v for k, v in data.items() if k != "notebooks"}}
+    sections = {k: dict(v or {}) for k, v in (base.get("notebooks") or {}).items()}
+    for key, section in (data.get("notebooks") or {}).items():
+        sections[key] = {**sections.get(key, {}), **(section or {})}
+    if sections:
+        merged["notebooks"] = sections
+    return merged
 
 
 def check_pipeline(pipeline: dict, notebooks: list[Path], source: str | os.PathLike = "config") -> None:
@@ -207,7 +228,7 @@ def run_notebooks(
     `FolderBusyError` before anything is written, or with `wait` (default: `FIVEK_WAIT`), wait for it.
     A full disk: `DiskFullError`, one line.
     """
-    pipeline = load_yaml(config)
+    pipeline = load_pipeline(config)
     # `only:` in the YAML: the notebooks a config is made for (real-scenes.yaml: 01, 05, 06); --only wins
     notebooks = select_notebooks(list_notebooks(notebooks_dir), only or pipeline.get("only"))
     if not notebooks:
