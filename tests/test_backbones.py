@@ -73,3 +73,25 @@ def test_keras_imagenet_weights_come_from_the_local_folder_or_fail_naming_it(tmp
     assert not np.allclose(kernel.numpy(), next(w for w in fresh.weights if "stem_conv" in w.path).numpy())
     fresh.load_weights(path)
     assert np.array_equal(kernel.numpy(), next(w for w in fresh.weights if "stem_conv" in w.path).numpy())
+
+
+def test_stochastic_depth_is_scaled_as_keras_would_build_it_and_trains():
+    from fivek_utils.modeling.backbones import set_stochastic_depth, stochastic_depth_layers
+
+    model = build_model("EfficientNetB0", None)
+    layers = stochastic_depth_layers(model)
+    built = [layer.rate for layer in layers]
+    assert len(layers) >= 5 and max(built) == pytest.approx(0.2, abs=0.03) and min(built) > 0
+    assert set_stochastic_depth(model, 0.4) == len(layers)
+    assert [layer.rate for layer in layers] == pytest.approx([2 * r for r in built])
+    set_stochastic_depth(model, 0.1)  # from keras's rates, not from the last call's
+    assert [layer.rate for layer in layers] == pytest.approx([r / 2 for r in built])
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    quiet = build_model("EfficientNetB0", None, dropout=0.0)  # no head dropout: only stochastic depth is random
+    set_stochastic_depth(quiet, 0.0)
+    assert np.allclose(quiet(x, training=True)["mask"], quiet(x, training=True)["mask"])
+    set_stochastic_depth(quiet, 0.9)
+    assert not np.allclose(quiet(x, training=True)["mask"], quiet(x, training=True)["mask"])
+    with pytest.raises(ModelConfigError, match="drop_connect_rate=1.0"):
+        set_stochastic_depth(model, 1.0)
+    assert set_stochastic_depth(build_model(tiny_backbone(), None), 0.3) == 0  # none to change

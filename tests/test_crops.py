@@ -51,3 +51,13 @@ def test_subset_reindexes_in_the_order_asked():
     sub = crops.subset(np.array([3, 0, 1]))
     assert sub.counts.tolist() == [1, 2, 0] and sub.image_index.tolist() == [0, 1, 1]
     assert sub.crops[:, 0, 0, 0].tolist() == [5, 0, 1]
+
+
+def test_concat_keeps_each_images_crops_and_reindexes():
+    a = FaceCrops(np.arange(3 * 2 * 2 * 3, dtype=np.uint8).reshape(3, 2, 2, 3), np.array([0, 0, 2]), np.array([2, 0, 1]),
+                  {1: "unreadable"})
+    b = FaceCrops(np.full((1, 2, 2, 3), 200, np.uint8), np.array([1]), np.array([0, 1]), {0: "no crop"})
+    both = a.concat(b)
+    assert both.counts.tolist() == [2, 0, 1, 0, 1] and both.image_index.tolist() == [0, 0, 2, 4]
+    assert both.errors == {1: "unreadable", 3: "no crop"}
+    assert np.array_equal(both.subset(np.array([4])).crops, b.crops) and np.array_equal(both.subset(np.array([0, 2])).crops, a.crops)

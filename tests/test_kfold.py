@@ -120,3 +120,20 @@ def test_save_kfold_writes_ensemble_json_once_and_the_one_graph(tmp_path, monkey
     code = "import sys; from fivek_utils.modeling.inference import load_ensemble; print(load_ensemble(sys.argv[1]).names)"
     out = subprocess.run([sys.executable, "-c", code, str(cfg.run_dir)], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "['fold0', 'fold1']", out.stderr[-2000:]
+
+
+def test_hidden_labels_are_seeded_blank_in_labels_and_table_and_kept_aside():
+    from fivek_utils.workflows.kfold import hide_labels
+
+    data = _fold_data(40)
+    data.df["mask"], data.df["distancing"] = data.labels[:, 0].astype(int), data.labels[:, 1].astype(int)
+    data.labels[3, 1] = -1  # a blank the file already had
+    hidden_data, hidden = hide_labels(data, 0.5, seed=3)
+    rows = np.flatnonzero((hidden >= 0).any(axis=1))
+    assert len(rows) in (19, 20) and (hidden_data.labels[rows] == -1).all()
+    assert np.array_equal(hidden[rows], np.where(data.labels[rows] >= 0, data.labels[rows], -1))
+    kept = np.setdiff1d(np.arange(40), rows)
+    assert np.array_equal(hidden_data.labels[kept], data.labels[kept]) and (hidden[kept] == -1).all()
+    assert hidden_data.df.loc[rows, "mask"].isna().all() and not hidden_data.df.loc[kept, "mask"].isna().any()
+    assert np.array_equal(hide_labels(data, 0.5, seed=3)[1], hidden) and not np.array_equal(hide_labels(data, 0.5, seed=4)[1], hidden)
+    assert data.labels[rows].min() >= -1 and (data.labels[rows] >= 0).any()  # the input is left as it was

@@ -30,6 +30,9 @@ def test_notebook_is_clean_with_one_documented_parameters_cell(nb):
     assert book.cells[0].cell_type == "markdown" and book.cells[0].source.startswith("# ")
     params = declared_parameters(nb)
     assert params, "papermill found no parameters"
+    assigned = [line.split(":")[0].split("=")[0].strip() for line in tagged[0].source.splitlines()
+                if line and not line.startswith((" ", "#")) and "=" in line]
+    assert sorted(params) == sorted(assigned), f"papermill cannot read {sorted(set(assigned) - set(params))} (a second '=' in the line?)"
     for name, p in params.items():
         assert p["inferred_type_name"] != "None", f"{name} has no type annotation"
         assert p["help"], f"{name} has no '# help' comment"

@@ -87,3 +87,33 @@ def test_failing_notebook_stops_the_run_naming_notebook_and_cell(tmp_path):
     assert "02-baseline-b0.ipynb failed in cell" in result.stderr
     assert (tmp_path / "reports" / "executed" / "02-baseline-b0.ipynb").exists()
     assert "FileNotFoundError: meta file" in result.stderr  # the failing cell's error, not just its number
+
+
+def test_a_config_extends_another_section_by_section(tmp_path):
+    from fivek_utils.workflows.runner import load_pipeline
+
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"seed": 1, "image_size": 64, "only": ["01", "05"],
+                                    "notebooks": {"05": {"folds": 3, "face_epochs": 4}, "06": {"batch_size": 8}}}))
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"extends": str(base), "seed": 7, "only": ["05"],
+                                     "notebooks": {"05": {"folds": 2, "self_training_rounds": 1}}}))
+    merged = load_pipeline(child)
+    assert merged == {"seed": 7, "image_size": 64, "only": ["05"],
+                      "notebooks": {"05": {"folds": 2, "face_epochs": 4, "self_training_rounds": 1}, "06": {"batch_size": 8}}}
+    base.write_text(yaml.safe_dump({"extends": str(child)}))
+    with pytest.raises(ConfigError, match="extends it back"):
+        load_pipeline(child)
+
+
+def test_the_half_labels_config_is_real_scenes_with_self_training():
+    from fivek_utils.workflows.runner import load_pipeline
+
+    real = load_yaml(CODE_ROOT / "configs" / "real-scenes.yaml")
+    half = load_pipeline(CODE_ROOT / "configs" / "real-scenes-half-labels.yaml")
+    nb05 = next(n for n in NOTEBOOKS if n.stem.startswith("05"))
+    check_pipeline(half, NOTEBOOKS, "real-scenes-half-labels.yaml")
+    params = notebook_params(half, nb05)
+    assert params["hidden_label_fraction"] == 0.5 and params["self_training_rounds"] == 1
+    assert {k: v for k, v in params.items() if k not in ("run_name", "hidden_label_fraction", "self_training_rounds")} \
+        == notebook_params(real, nb05)

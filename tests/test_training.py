@@ -97,3 +97,18 @@ def test_run_folder_refuses_other_settings_or_rows(tmp_path):
         check_run_key(tmp_path, cfg, train.subset(np.arange(6)), val, recipe="two_phase")
     with pytest.raises(ConfigError, match="recipe"):
         check_run_key(tmp_path, cfg, train, val, recipe="progressive")
+
+
+def test_a_setting_a_later_kit_added_at_its_default_still_resumes_the_run(tmp_path):
+    import json
+
+    cfg = Config(image_size=32, epochs_finetune=3)
+    train, val = tiny_data(8), tiny_data(4, seed=1)
+    check_run_key(tmp_path, cfg, train, val, recipe="two_phase")
+    key = json.loads((tmp_path / "run_key.json").read_text())
+    del key["config"]["drop_connect_rate"]  # a run folder written before the setting existed
+    (tmp_path / "run_key.json").write_text(json.dumps(key))
+    check_run_key(tmp_path, cfg, train, val, recipe="two_phase")  # at its default: the same run
+    check_run_key(tmp_path, cfg.replace(self_training_rounds=2, student_dropout=0.5), train, val, recipe="two_phase")
+    with pytest.raises(ConfigError, match=r"changed: \['drop_connect_rate'\]"):
+        check_run_key(tmp_path, cfg.replace(drop_connect_rate=0.4), train, val, recipe="two_phase")
