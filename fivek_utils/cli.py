@@ -135,7 +135,7 @@ def _cmd_predict(args) -> int:
         from .modeling.inference import load_ensemble
         from .workflows.predict import predict_submission
 
-        summary = predict_submission(load_ensemble(args.models), args.test_dir, args.out, tta=args.tta,
+        summary = predict_submission(load_ensemble(args.models, student=not args.teacher), args.test_dir, args.out, tta=args.tta,
                                      batch_size=args.batch_size, probabilities=not args.no_probs,
                                      progress=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -447,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augmentations (identity flip); default: those the run's thresholds were tuned with")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-probs", action="store_true", help="do not write <out>_probs.csv beside it")
+    p.add_argument("--teacher", action="store_true",
+                   help="a self-trained run (notebook 05's self_training_rounds): answer with its teacher, not its last student")
     p.add_argument("--wait", action="store_true", default=None, help=WAIT_HELP)
     p.set_defaults(func=_cmd_predict)
 

@@ -7,6 +7,7 @@ import os
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import run_fivek as fivek
 from fivek_utils.core.config import CODE_ROOT
@@ -79,6 +80,15 @@ def test_smoke_run_of_every_notebook(smoke_run):
     for variant in ("image model", "face model", "stack"):
         row = gains.loc[f"hold-out: {variant}"]
         assert row[["F1 5K", "always-yes F1 5K", "AUC mask", "AUC distancing"]].notna().all()
+    # one round of self-training: a complete student run that prediction answers with, measured on the hold-out
+    assert json.loads((kfold / "self_training.json").read_text())["last"] == "student1"
+    assert sorted(p.parent.name for p in (kfold / "student1").glob("fold*/face_model.keras")) == ["fold0", "fold1"]
+    assert (kfold / "student1" / "stack.json").exists() and "05-kfold-self-training.png" in figures
+    self_trained = pd.read_csv(root / "reports" / "05-kfold" / "self_training.csv").set_index("model")
+    assert list(self_trained.index) == ["teacher", "student 1"]
+    assert self_trained[["F1 5K", "always-yes F1 5K", "AUC mask"]].notna().all().all()
+    pseudo = pd.read_csv(root / "reports" / "05-kfold" / "pseudo_labels.csv")
+    assert set(pseudo["set"]) == {"blank heads of training rows", "test photos"}
     folds = pd.read_csv(root / "data" / "processed" / "folds.csv")
     assert set(folds["fold"]) == {-1, 0, 1}
     assert "pretrained" in {p.name for p in (root / "models").iterdir()}  # notebook 03 converted the stand-in
@@ -109,6 +119,9 @@ def test_submission_and_predict_command_agree(smoke_run, tmp_path):
     summary = json.loads(fivek("predict", "--models", str(root / "models" / "05-kfold"), "--test-dir", str(test_dir),
                                "--out", str(out), "--quiet", env=env).stdout)
     assert summary["rows"] == checked["rows"] and summary["models"] == 2 and summary["fallback_rows"] == 0
+    assert summary["models_run"] == str(root / "models" / "05-kfold" / "student1")  # the run self-trained
+    record = yaml.safe_load((root / "submissions" / "submission_config.yaml").read_text())
+    assert record["models_run"] == summary["models_run"]  # notebook 06 answered with the student too
     assert summary["face_stage"]["rows_answered_by_the_stack"] == checked["rows"]  # truth boxes: a face in every photo
     assert pd.read_csv(out)["5K"].tolist() == pd.read_csv(sub)["5K"].tolist()
 

@@ -151,8 +151,7 @@ def load_ensemble(models_dir: str | os.PathLike, *, student: bool = True) -> Ens
     `student` is False (the teacher); a student's own folder can be given too."""
     d = Path(models_dir)
     if student and (found := last_student(d)) is not None:
-        print(f"{d} was self-trained: answering with its last student, {found}")
-        d = found
+        d = found  # `Ensemble.source` says which
     paths = find_models(d)
     for name in ("thresholds.json", "config.yaml", "ensemble.json"):
         if not (d / name).exists():

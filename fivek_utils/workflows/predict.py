@@ -62,7 +62,8 @@ def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str
         out = write_submission(frame, out, probabilities=probabilities)
         record_path = atomic_write_text(out.with_name(f"{out.stem}_config.yaml"),
                                         yaml.safe_dump(record, sort_keys=False))
-    return {**check_submission(out, meta_path), "record": str(record_path), "models": len(ensemble.models), "tta": tta,
+    return {**check_submission(out, meta_path), "record": str(record_path), "models_run": str(ensemble.source),
+            "models": len(ensemble.models), "tta": tta,
             "fallback_rows": len(pred.failed), **({"face_stage": faces} if faces else {}), "seconds": round(seconds, 1),
             "images_per_second": round(len(meta) / max(seconds, 1e-9), 1)}
 
