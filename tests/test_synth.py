@@ -306,7 +306,7 @@ def test_closeup_faces_take_a_real_share_of_the_frame_and_realistic_ones_do_not(
             faces += [f / max(scene["width"], scene["height"]) for f in synth.face_heights(scene)]
         share[profile] = np.median(faces)
     assert 0.18 < share["closeup"] < 0.32 and 0.04 < share["realistic"] < 0.09, share
-    # the help text and README quote these
+    # the help text and docs/synthetic-data.md quote these
     assert synth.face_heights(synth.sample_scene(np.random.default_rng(0), profile="closeup").to_dict(), 64)
 
 
