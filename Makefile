@@ -10,6 +10,10 @@ CONFIG ?= configs/demo.yaml
 COMPAT_VENV ?= .venv-compat
 COMPAT_BIN := $(COMPAT_VENV)/bin
 CONSTRAINTS := constraints/colab.txt constraints/lower-bounds.txt
+# pip shows every warning of the build backend; setuptools' "Editable installation" one only says that
+# a folder named fivek_utils in the working directory would be imported first, which here is the
+# checkout itself. Only that warning is silenced: errors and every other warning still print.
+EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast test-compat test-rehearse bench bench-gpu clean clean-outputs
@@ -21,7 +25,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(EDITABLE) $(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the kit and its dependencies
@@ -31,7 +35,7 @@ $(COMPAT_VENV)/.installed: requirements.txt pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_BIN)/python -m pip install --quiet --upgrade pip
 	$(COMPAT_BIN)/python -m pip install --quiet -r requirements.txt $(addprefix -c ,$(CONSTRAINTS))
-	$(COMPAT_BIN)/python -m pip install --quiet --no-deps -e .
+	$(EDITABLE) $(COMPAT_BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
 demo: $(STAMP) ## synthetic data + every notebook through papermill on configs/demo.yaml

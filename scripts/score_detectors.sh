@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every detector setting of the README's table "Faces in real street photos", scored against a set's
+# Every detector setting of the table in docs/real-street-photos.md, scored against a set's
 # annotated faces with `fivek faces DIR --boxes FILE` (detection timed afresh, never read from the cache).
 #   scripts/score_detectors.sh [DATA_DIR]     (default data/raw/real-scenes; writes reports/detectors/*.json)
 set -euo pipefail

@@ -97,7 +97,7 @@ def test_a_damaged_entry_is_named_removed_and_made_again(tmp_path, capfd, load, 
 
 
 def test_what_each_damage_says(tmp_path, capfd):
-    """The reason in the line names what was wrong (the README's faults table quotes these)."""
+    """The reason in the line names what was wrong (docs/faults-and-resuming.md's damaged-caches table quotes these)."""
     paths = make_photos(tmp_path / "photos")
     cache = tmp_path / "cache"
     decode(paths, 32, cache)

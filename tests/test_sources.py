@@ -1,5 +1,5 @@
 """The official checkpoints under every name: Kaggle Models handles with their versions, TF Hub URLs,
-feature widths, and the README's table of them (no TensorFlow needed)."""
+feature widths, and the docs' table of them, docs/imagenet21k-weights.md (no TensorFlow needed)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def test_feature_widths_are_the_automl_head_widths(variant):
     assert automl_plan(variant)[2] == sources.FEATURE_WIDTHS[variant] == sources.pretrained_source(variant).feature_width
 
 
-def test_readme_holds_the_source_table():
-    readme = (config.CODE_ROOT / "README.md").read_text()
-    assert sources.pretrained_table() in readme, "README's pretrained-weights table is stale: paste `fivek weights table`"
+def test_the_weights_page_holds_the_source_table():
+    page = (config.CODE_ROOT / "docs" / "imagenet21k-weights.md").read_text()
+    assert sources.pretrained_table() in page, ("docs/imagenet21k-weights.md's pretrained-weights table is stale: "
+                                                "paste `fivek weights table`")

@@ -61,7 +61,7 @@ def scene_of(*people: synth.Person, width: int = 400, height: int = 400) -> synt
 def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path, monkeypatch):
     synth.generate_dataset(tmp_path / "a", n_train=16, n_test=8, seed=11, workers=1, progress=False)
     synth.generate_dataset(tmp_path / "b", n_train=16, n_test=8, seed=11, workers=2, progress=False)
-    monkeypatch.setattr(synth.sys, "platform", "darwin")  # spawned workers, as off Linux
+    monkeypatch.setattr(synth.writer.sys, "platform", "darwin")  # spawned workers, as off Linux (writer picks them)
     synth.generate_dataset(tmp_path / "c", n_train=16, n_test=0, seed=11, workers=3, progress=False)
     a, b, c = (all_files(tmp_path / x) for x in "abc")
     assert len(a) == 16 + 8 + 4 + 1  # images, two meta files, two scenes.jsonl, the manifest
@@ -306,7 +306,7 @@ def test_closeup_faces_take_a_real_share_of_the_frame_and_realistic_ones_do_not(
             faces += [f / max(scene["width"], scene["height"]) for f in synth.face_heights(scene)]
         share[profile] = np.median(faces)
     assert 0.18 < share["closeup"] < 0.32 and 0.04 < share["realistic"] < 0.09, share
-    # the help text and README quote these
+    # the help text and docs/synthetic-data.md quote these
     assert synth.face_heights(synth.sample_scene(np.random.default_rng(0), profile="closeup").to_dict(), 64)
 
 

@@ -105,7 +105,7 @@ def warn_unsupported(supported: dict[str, str] = SUPPORTED) -> list[str]:
         warnings.warn(
             "fivek is tested with other versions than this environment has: " + "; ".join(problems)
             + ". Things may fail or give different results: install the supported versions "
-            "(pip install -r requirements.txt, or the kit itself with pip), or see the README's support matrix. "
+            "(pip install -r requirements.txt, or the kit itself with pip), or see docs/support-matrix.md. "
             f"{OFF_SWITCH}=1 silences this check.",
             UnsupportedVersionWarning, stacklevel=3,
         )
