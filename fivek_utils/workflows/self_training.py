@@ -300,7 +300,8 @@ def save_self_training(cfg: Config, result: SelfTrainingResult) -> dict[str, Pat
 
 def plot_self_training(result: SelfTrainingResult, name: str | None = None, title: str = ""):
     """Left: every model on the hold-out (mask and distancing AUC beside chance, 5K F1 beside always-yes).
-    Right: the first round's pseudo-labels, accuracy against the share kept as the confidence rule tightens."""
+    Right: the first round's pseudo-labels, accuracy against the share kept as the confidence rule tightens
+    (heads whose known truth holds both classes: on the real development set distancing is 1 everywhere)."""
     import matplotlib.pyplot as plt
 
     from ..core.plots import save_figure
@@ -321,8 +322,9 @@ def plot_self_training(result: SelfTrainingResult, name: str | None = None, titl
     left.set_title("hold-out: teacher and students")
     left.legend(fontsize=7, loc="lower left")
     first = result.by_confidence[result.by_confidence["round"] == 1]
+    q = result.pseudo_labels[result.pseudo_labels["round"] == 1].set_index(["set", "head"])
     for (where, head), part in first.groupby(["set", "head"], sort=False):
-        if part["accuracy"].notna().any():
+        if part["accuracy"].notna().any() and np.isfinite(q.loc[(where, head), "auc"]):  # both classes in the truth
             right.plot(part["kept_share"], part["accuracy"], marker="o", label=f"{head}, {where}")
             for _, row in part.iterrows():
                 right.annotate(f"{row['min_confidence']:.1f}", (row["kept_share"], row["accuracy"]), fontsize=6,
