@@ -28,8 +28,9 @@ N_IMAGES = 600
 EPOCHS = 16
 
 
-def train_and_score(root, tmp_path, monkeypatch) -> dict:
-    """Train on `root` through the notebooks' functions; validation metrics of the mask head."""
+def train_and_score(root, tmp_path, monkeypatch, relabel=None) -> dict:
+    """Train on `root` through the notebooks' functions; validation metrics of the mask head. `relabel`
+    replaces the training rows' labels (validation keeps the stated ones)."""
     monkeypatch.setattr(training, "CACHE_DIR", tmp_path / "cache")
     cfg = Config(data_dir=str(root), run_name="learn", image_size=48, batch_size=32, val_fraction=0.25, seed=0,
                  epochs_head=0, epochs_finetune=EPOCHS, lr_finetune=3e-3, unfreeze_blocks=-1, dropout=0.1,
@@ -40,6 +41,8 @@ def train_and_score(root, tmp_path, monkeypatch) -> dict:
     assert (data.labels < 0).any(axis=0).all()  # blanks present in both heads
     train_rows, val_rows = holdout_split(data.df, cfg.val_fraction, cfg.seed)
     train, val = data.subset(train_rows), data.subset(val_rows)
+    if relabel is not None:
+        train.labels = relabel(train.labels)
     model = build_model(tiny_backbone(), None, cfg.dropout)
     training.train_two_phase(model, train, val, cfg, run_dir=tmp_path / "run")
     # predict as notebook 06 does: images decoded afresh, in the order of the meta rows
@@ -63,6 +66,28 @@ def test_with_shuffled_labels_it_stays_at_chance(tmp_path, monkeypatch):
     root = write_portrait_dataset(tmp_path / "data", N_IMAGES, seed=0, shuffle_labels=True)
     mask = train_and_score(root, tmp_path, monkeypatch)
     assert 0.3 <= mask["auc"] <= 0.7, mask
+
+
+@pytest.mark.slow
+def test_it_learns_from_soft_pseudo_labels_alone(tmp_path, monkeypatch):
+    """Self-training's path: every training label blank, then filled from a teacher's probabilities (soft,
+    0.75 / 0.25, and a fifth of them wrong) by `fill_blanks`; the negative control is the shuffled-label
+    run above, which the same path keeps at chance."""
+    from fivek_utils.data.pseudo_labels import fill_blanks
+
+    def teacher_labels(labels):
+        rng = np.random.default_rng(1)
+        truth = np.where(labels >= 0, labels, rng.integers(0, 2, labels.shape))  # a teacher answers blanks too
+        wrong = rng.uniform(size=labels.shape) < 0.2
+        probs = np.where(np.where(wrong, 1 - truth, truth) == 1, 0.75, 0.25)
+        filled, used = fill_blanks(np.full_like(labels, -1), probs)
+        assert used.all() and set(np.unique(filled)) == {0.25, 0.75}
+        return filled
+
+    root = write_portrait_dataset(tmp_path / "data", N_IMAGES, seed=0)
+    mask = train_and_score(root, tmp_path, monkeypatch, relabel=teacher_labels)
+    assert mask["auc"] >= 0.85, mask
+    assert mask["f1"] >= mask["f1_always_yes"] + 0.1, mask
 
 
 # --- small checks, each aimed at one way training can stop learning while everything runs ----------
