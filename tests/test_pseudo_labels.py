@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fivek_utils.data.pseudo_labels import (accuracy_by_confidence, confidence, fill_blanks, pseudo_label_quality,
-                                            scene_labels, truth_for)
+                                            scenes_truth, truth_for)
 
 
 def test_a_stated_label_is_never_replaced_and_only_sure_blanks_are_filled():
@@ -62,9 +62,9 @@ def test_the_synthetic_truth_behind_blanks_and_test_photos(tmp_path):
     split.mkdir()
     rows = [{"image_id": 7, "mask": 1, "distancing": 0, "5k": 0, "scene": {}}, {"image_id": "9", "mask": 0, "distancing": 1}]
     (split / "scenes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    table = scene_labels(tmp_path, "public_test")
+    table = scenes_truth(tmp_path, "public_test")
     assert truth_for(["9", 7, "8"], table).tolist() == [[0, 1], [1, 0], [-1, -1]]
-    assert scene_labels(tmp_path, "private_test") is None and (truth_for(["1"], None) == -1).all()
+    assert scenes_truth(tmp_path, "private_test") is None and (truth_for(["1"], None) == -1).all()
     (split / "scenes.jsonl").write_text('{"image_id": 1, "mask": 1}\n')
     with pytest.raises(ValueError, match=r"scenes.jsonl: line 1: .*distancing"):
-        scene_labels(tmp_path, "public_test")
+        scenes_truth(tmp_path, "public_test")

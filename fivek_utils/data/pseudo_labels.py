@@ -41,7 +41,7 @@ def fill_blanks(labels: np.ndarray, probs: np.ndarray, *, min_confidence: float 
     return out, filled
 
 
-def scene_labels(data_dir: str | Path, split: str) -> pd.DataFrame | None:
+def scenes_truth(data_dir: str | Path, split: str) -> pd.DataFrame | None:
     """image_id, mask and distancing of every photo of a synthetic split (its `scenes.jsonl`), or None
     for data without one (the real Zalo data): the truth behind the blanks and the test photos."""
     path = Path(data_dir) / split / "scenes.jsonl"
@@ -60,15 +60,12 @@ def scene_labels(data_dir: str | Path, split: str) -> pd.DataFrame | None:
 
 
 def truth_for(image_ids, table: pd.DataFrame | None) -> np.ndarray:
-    """(N, 2) true labels of `image_ids` from a `scene_labels` table; -1 where unknown."""
-    out = np.full((len(image_ids), len(HEADS)), MISSING, dtype="float32")
+    """(N, 2) true labels of `image_ids` from a `scenes_truth` table; -1 where unknown."""
+    ids = [str(i) for i in image_ids]
     if table is None:
-        return out
-    known = table.set_index("image_id")
-    for i, image_id in enumerate(map(str, image_ids)):
-        if image_id in known.index:
-            out[i] = known.loc[image_id, list(HEADS)].to_numpy(dtype="float32")
-    return out
+        return np.full((len(ids), len(HEADS)), MISSING, dtype="float32")
+    known = table.drop_duplicates("image_id").set_index("image_id")[list(HEADS)]
+    return known.reindex(ids).fillna(MISSING).to_numpy(dtype="float32")
 
 
 def _ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
