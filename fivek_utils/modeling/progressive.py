@@ -21,13 +21,13 @@ import pandas as pd
 from ..core.config import Config, ConfigError
 from ..core.locks import holds_lock
 from .backbones import set_trainable
+from .compiled import compile_for_run
 from .models import set_dropout
 from .pipeline import make_train_dataset, resize_images
 from .training import (
     BestCheckpoint,
     TrainingData,
     check_run_key,
-    compile_model,
     fit_resumable,
     load_best,
     make_optimizer,
@@ -174,12 +174,14 @@ def train_progressive(
     val_final = TrainingData(val.df, resize_images(val.images, final), val.labels)
     steps = steps_per_epoch(len(train), cfg.batch_size)
     total_epochs = sum(s.epochs for s in stages)
-    schedule = warmup_cosine(cfg.lr_finetune, steps * total_epochs, round(cfg.warmup_epochs * steps))
-    optimizer = make_optimizer(schedule, cfg.weight_decay)  # one optimizer for every stage
+    total, warmup = steps * total_epochs, round(cfg.warmup_epochs * steps)
     set_trainable(model, cfg.unfreeze_blocks, freeze_batchnorm=cfg.batchnorm_frozen)
-    # compiled once: the dropout rate is a variable and the model takes any size, so a stage
-    # change re-traces the train step only for the new input shape
-    compile_model(model, optimizer, label_smoothing=cfg.label_smoothing, jit_compile=cfg.jit_compile)
+    # compiled once, one optimizer for every stage: the dropout rate is a variable and the model takes
+    # any size, so a stage change re-traces the train step only for the new input shape (and a k-fold
+    # run's next fold, on the same model, traces nothing again: `modeling.compiled`)
+    compile_for_run(model, ("warmup_cosine", cfg.lr_finetune, total, warmup, cfg.weight_decay),
+                    lambda: make_optimizer(warmup_cosine(cfg.lr_finetune, total, warmup), cfg.weight_decay),
+                    label_smoothing=cfg.label_smoothing, jit_compile=cfg.jit_compile)
     best = BestCheckpoint(run_dir / "best.keras")
     logs, epoch0 = [], 0
     for stage in stages:

@@ -25,7 +25,8 @@ from ..data.images import load_images
 from ..data.meta import label_array, load_meta
 from .backbones import set_trainable
 from .inference import predict_probs
-from .losses import compile_model
+from .compiled import compile_for_run
+from .losses import compile_model  # noqa: F401  (kept importable from here)
 from .optim import make_optimizer, warmup_cosine
 from .pipeline import make_train_dataset
 from .resume import EpochBackup, prune_log
@@ -315,15 +316,22 @@ def fit_phase(
     early_stopping: bool,
     callbacks: list | None = None,
 ) -> pd.DataFrame:
-    """One phase: set what trains, compile with its own warm-up + cosine schedule, fit."""
+    """One phase: set what trains, compile with its own warm-up + cosine schedule, fit.
+
+    A phase of no epochs does nothing (so it does not undo the traced train step of the phase that
+    the model's previous fold ended with: `modeling.compiled`)."""
+    if epochs <= 0:
+        return pd.DataFrame()
     set_trainable(model, trainable_blocks, freeze_batchnorm=cfg.batchnorm_frozen)
     steps = steps_per_epoch(len(train), cfg.batch_size)
-    schedule = warmup_cosine(base_lr, steps * epochs, round(cfg.warmup_epochs * steps))
-    compile_model(model, make_optimizer(schedule, cfg.weight_decay), label_smoothing=cfg.label_smoothing, jit_compile=cfg.jit_compile)
+    total, warmup = steps * epochs, round(cfg.warmup_epochs * steps)
+    compile_for_run(model, ("warmup_cosine", base_lr, total, warmup, cfg.weight_decay),
+                    lambda: make_optimizer(warmup_cosine(base_lr, total, warmup), cfg.weight_decay),
+                    label_smoothing=cfg.label_smoothing, jit_compile=cfg.jit_compile)
     ds = make_train_dataset(
         train.images, train.labels, cfg.batch_size, seed=cfg.seed,
         randaugment_magnitude=cfg.randaugment_magnitude, mixup_alpha=cfg.mixup_alpha,
-    ) if not (run_dir / f"{name}.done.weights.h5").exists() and epochs > 0 else None
+    ) if not (run_dir / f"{name}.done.weights.h5").exists() else None
     return fit_resumable(
         model, ds, val, name=name, run_dir=run_dir, epochs=epochs, images_per_epoch=steps * cfg.batch_size,
         best=best, patience=cfg.early_stopping_patience if early_stopping else None,

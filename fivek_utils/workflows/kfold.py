@@ -66,14 +66,24 @@ def fold_model(cfg: Config, dropout: float) -> keras.Model:
     return model
 
 
-def _train_one(cfg: Config, train: TrainingData, val: TrainingData, fold_dir: Path) -> tuple[keras.Model, pd.DataFrame]:
+def _train_one(cfg: Config, train: TrainingData, val: TrainingData, fold_dir: Path,
+               shared: keras.Model | None = None) -> tuple[keras.Model, pd.DataFrame]:
+    """Train one fold from a fresh model's initial weights. With `shared` (the previous fold's model)
+    those weights go into it, so the fold reuses its traced train step (`modeling.compiled`) instead
+    of tracing its own: 30-40 s a fold for EfficientNetV2-B0 on 2 CPU cores."""
+    stages = None
     if cfg.fold_recipe == "progressive":
-        from ..modeling.progressive import make_schedule, train_progressive
+        from ..modeling.progressive import make_schedule
 
         stages = make_schedule(cfg)
-        model = fold_model(cfg, stages[0].dropout)
+    model = fold_model(cfg, stages[0].dropout if stages else cfg.dropout)
+    if shared is not None:
+        shared.set_weights(model.get_weights())
+        model = shared
+    if stages:
+        from ..modeling.progressive import train_progressive
+
         return model, train_progressive(model, train, val, cfg, stages, fold_dir)
-    model = fold_model(cfg, cfg.dropout)
     return model, train_two_phase(model, train, val, cfg, fold_dir)
 
 
@@ -117,6 +127,7 @@ def run_kfold(
     oof = np.full((len(data), len(tta), 2), np.nan)
     hold = np.full((n_folds, len(tta), len(holdout), 2), np.nan) if holdout is not None and len(holdout) else None
     histories, seconds = {}, {}
+    shared = None  # the model the folds train in turn (one traced train step)
     for k in range(n_folds):
         fold_dir = run_dir / f"fold{k}"
         preds_path = fold_dir / "predictions.npz"
@@ -140,7 +151,8 @@ def run_kfold(
             val = data.subset(val_rows)
             if val_labels is not None:
                 val.labels = np.asarray(val_labels, dtype="float32")[val_rows]
-            model, history = _train_one(cfg, data.subset(np.flatnonzero(folds != k)), val, fold_dir)
+            model, history = _train_one(cfg, data.subset(np.flatnonzero(folds != k)), val, fold_dir, shared)
+            shared = model
             oof[val_rows] = np.moveaxis(predict_tta(model, data.images[val_rows], tta, cfg.batch_size * 2), 0, 1)
             hold_k = predict_tta(model, holdout.images, tta, cfg.batch_size * 2) if hold is not None else np.zeros((0,))
             if hold is not None:
@@ -154,7 +166,8 @@ def run_kfold(
                             f"finished folds are kept and skipped when you run again") from exc
         histories[k], seconds[k] = history, time.time() - t0
         print(f"fold {k}: done in {seconds[k]:.0f}s", flush=True)
-        keras.backend.clear_session()  # free the fold's graphs before the next model
+    del shared
+    keras.backend.clear_session()  # free the folds' graphs
     return KFoldResult(oof, folds, hold, tta, histories, seconds)
 
 
