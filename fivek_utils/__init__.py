@@ -72,7 +72,7 @@ _EXPORTS = {
     "compare_runs": "workflows.runs", "predictions_frame": "workflows.runs",
     "predict_submission": "workflows.predict",
     "prediction_table": "workflows.error_analysis", "confident_mistakes": "workflows.error_analysis",
-    "read_scenes": "workflows.error_analysis", "error_breakdown": "workflows.error_analysis",
+    "read_scenes": "data.scenes", "error_breakdown": "workflows.error_analysis",
     "plot_error_breakdown": "workflows.error_analysis", "plot_mistakes": "workflows.error_analysis",
     "detect_dataset": "workflows.faces", "faces_table": "workflows.faces", "plot_faces": "workflows.faces",
     "plot_face_counts": "workflows.faces", "detector_settings": "workflows.faces", "score_dataset": "workflows.faces",

@@ -8,6 +8,7 @@ import pytest
 
 from fivek_utils.core.labels import MISSING
 from fivek_utils.data import synth
+from fivek_utils.data.scenes import read_scenes
 from fivek_utils.workflows import error_analysis as errors
 
 
@@ -30,7 +31,7 @@ def test_confident_mistakes_are_the_wrong_answers_farthest_from_the_truth():
 
 
 def test_breakdown_counts_every_known_label_once_per_factor(closeups):
-    scenes = errors.read_scenes(closeups)
+    scenes = read_scenes(closeups)
     meta = pd.read_csv(closeups / "train" / "train_meta.csv", dtype={"image_id": str})
     labels = meta[["mask", "distancing"]].fillna(MISSING).to_numpy(float)
     probs = np.random.default_rng(0).uniform(size=(len(meta), 2))
@@ -53,7 +54,7 @@ def test_figures_are_written(closeups, tmp_path, monkeypatch):
     from fivek_utils.core import plots
 
     monkeypatch.setattr(plots, "FIGURES_DIR", tmp_path)
-    scenes = errors.read_scenes(closeups)
+    scenes = read_scenes(closeups)
     meta = pd.read_csv(closeups / "train" / "train_meta.csv", dtype={"image_id": str})
     labels = meta[["mask", "distancing"]].fillna(MISSING).to_numpy(float)
     probs = np.random.default_rng(1).uniform(size=(len(meta), 2))
@@ -62,4 +63,4 @@ def test_figures_are_written(closeups, tmp_path, monkeypatch):
     images = np.zeros((len(meta), 32, 32, 3), np.uint8)
     errors.plot_mistakes(images, table, k=3, name="mistakes")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["breakdown.png", "mistakes.png"]
-    assert errors.read_scenes(tmp_path) is None  # real data has no scenes.jsonl
+    assert read_scenes(tmp_path) is None  # real data has no scenes.jsonl

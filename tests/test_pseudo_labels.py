@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fivek_utils.data.pseudo_labels import (accuracy_by_confidence, confidence, fill_blanks, pseudo_label_quality,
-                                            scenes_truth, truth_for)
+                                            truth_for)
+from fivek_utils.data.scenes import read_scenes
 
 
 def test_a_stated_label_is_never_replaced_and_only_sure_blanks_are_filled():
@@ -60,11 +61,14 @@ def test_a_stricter_confidence_rule_keeps_fewer_and_surer_labels():
 def test_the_synthetic_truth_behind_blanks_and_test_photos(tmp_path):
     split = tmp_path / "public_test"
     split.mkdir()
-    rows = [{"image_id": 7, "mask": 1, "distancing": 0, "5k": 0, "scene": {}}, {"image_id": "9", "mask": 0, "distancing": 1}]
+    people = [{"mask": "proper"}, {"mask": "chin"}]
+    rows = [{"image_id": 7, "mask": 1, "distancing": 0, "5k": 0, "scene": {"people": people[:1]}},
+            {"image_id": "9", "mask": 0, "distancing": 1, "scene": {"people": people}}]
     (split / "scenes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    table = scenes_truth(tmp_path, "public_test")
+    table = read_scenes(tmp_path, "public_test")
     assert truth_for(["9", 7, "8"], table).tolist() == [[0, 1], [1, 0], [-1, -1]]
-    assert scenes_truth(tmp_path, "private_test") is None and (truth_for(["1"], None) == -1).all()
-    (split / "scenes.jsonl").write_text('{"image_id": 1, "mask": 1}\n')
+    assert table["mask_state"].tolist() == ["proper", "chin"] and table["people"].tolist() == [1, 2]
+    assert read_scenes(tmp_path, "private_test") is None and (truth_for(["1"], None) == -1).all()
+    (split / "scenes.jsonl").write_text('{"image_id": 1, "mask": 1, "scene": {"people": []}}\n')
     with pytest.raises(ValueError, match=r"scenes.jsonl: line 1: .*distancing"):
-        scenes_truth(tmp_path, "public_test")
+        read_scenes(tmp_path, "public_test")

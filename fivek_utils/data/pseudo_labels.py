@@ -9,9 +9,6 @@ enough, |2p - 1| >= `min_confidence` (0 keeps every one).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, roc_auc_score
@@ -41,26 +38,8 @@ def fill_blanks(labels: np.ndarray, probs: np.ndarray, *, min_confidence: float 
     return out, filled
 
 
-def scenes_truth(data_dir: str | Path, split: str) -> pd.DataFrame | None:
-    """image_id, mask and distancing of every photo of a synthetic split (its `scenes.jsonl`), or None
-    for data without one (the real Zalo data): the truth behind the blanks and the test photos."""
-    path = Path(data_dir) / split / "scenes.jsonl"
-    if not path.exists():
-        return None
-    rows = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            try:
-                r = json.loads(line)
-                rows.append({"image_id": str(r["image_id"]), **{h: int(r[h]) for h in HEADS}})
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path}: line {n}: not a scene record with image_id, mask and distancing "
-                                 f"({type(exc).__name__}: {exc})") from None
-    return pd.DataFrame(rows)
-
-
 def truth_for(image_ids, table: pd.DataFrame | None) -> np.ndarray:
-    """(N, 2) true labels of `image_ids` from a `scenes_truth` table; -1 where unknown."""
+    """(N, 2) true labels of `image_ids` from a `data.scenes.read_scenes` table; -1 where unknown."""
     ids = [str(i) for i in image_ids]
     if table is None:
         return np.full((len(ids), len(HEADS)), MISSING, dtype="float32")

@@ -4,9 +4,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -36,23 +33,6 @@ def confident_mistakes(table: pd.DataFrame, head: str, k: int = 8) -> pd.DataFra
     wrong = table[table[f"correct_{head}"] == 0]
     miss = (wrong[f"p_{head}"] - wrong[head]).abs()
     return wrong.assign(error=miss).sort_values("error", ascending=False).head(k)
-
-
-def read_scenes(data_dir: str | Path, split: str = "train") -> pd.DataFrame | None:
-    """The truth of a synthetic split, one row per image, or None for data without `scenes.jsonl`
-    (the real Zalo data): people count, the scene (to measure faces) and the mask state."""
-    path = Path(data_dir) / split / "scenes.jsonl"
-    if not path.exists():
-        return None
-    rows = []
-    with open(path) as fh:
-        for line in fh:
-            r = json.loads(line)
-            people = r["scene"]["people"]
-            offenders = sorted({p["mask"] for p in people if p["mask"] != "proper"})
-            state = "proper" if not offenders else offenders[0] if len(offenders) == 1 else "mixed"
-            rows.append({"image_id": str(r["image_id"]), "people": len(people), "mask_state": state, "scene": r["scene"]})
-    return pd.DataFrame(rows)
 
 
 def error_breakdown(table: pd.DataFrame, scenes: pd.DataFrame, image_size: int) -> pd.DataFrame:

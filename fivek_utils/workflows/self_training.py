@@ -36,8 +36,8 @@ from ..core.labels import HEADS
 from ..core.metrics import evaluate
 from ..data.crops import FaceCrops, load_crops
 from ..data.images import load_images
-from ..data.pseudo_labels import (accuracy_by_confidence, fill_blanks, pseudo_label_quality, scenes_truth,
-                                  truth_for)
+from ..data.pseudo_labels import accuracy_by_confidence, fill_blanks, pseudo_label_quality, truth_for
+from ..data.scenes import read_scenes
 from ..modeling.inference import STUDENTS_FILE, load_ensemble
 from ..modeling.training import TrainingData, ids_digest
 from .face_kfold import FaceData, FaceFoldResult, run_face_kfold
@@ -100,7 +100,7 @@ def unlabelled_photos(cfg: Config, size: int, *, progress: bool = True) -> Unlab
         frames.append(meta)
         images.append(decoded.images[keep])
         splits += [split] * len(meta)
-        truths.append(truth_for(meta["image_id"], scenes_truth(cfg.data_path, split)))
+        truths.append(truth_for(meta["image_id"], read_scenes(cfg.data_path, split)))
     if not frames:
         return Unlabelled(TrainingData(pd.DataFrame(columns=["image_id", "fname", "path"]),
                                        np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2), "float32")),
@@ -114,7 +114,7 @@ def blank_truth(cfg: Config, split: KFoldData) -> np.ndarray:
     """(N, 2) the truth behind each cross-validated row's blank heads where it is known: the labels
     `hidden_label_fraction` hid, and on synthetic data its scenes.jsonl; -1 elsewhere."""
     blank = split.cv.labels < 0
-    truth = np.where(blank, truth_for(split.cv.df["image_id"], scenes_truth(cfg.data_path, "train")), -1.0)
+    truth = np.where(blank, truth_for(split.cv.df["image_id"], read_scenes(cfg.data_path, "train")), -1.0)
     if split.hidden is not None:
         truth = np.where(split.hidden >= 0, split.hidden, truth)
     return truth.astype("float32")
