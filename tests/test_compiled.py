@@ -47,7 +47,7 @@ def test_a_second_run_with_the_same_settings_reuses_the_traced_step_and_trains_a
     assert compile_for_run(model, ("a",), _opt()) is False
     first = _fit(model, data)
     step, traced = model.train_function, len(traces)
-    assert traced >= 1
+    assert traced == 1  # compile_model made the variables first: tf.function traced the step once, not twice
     assert int(model.optimizer.iterations) == 8
 
     model.set_weights(initial)  # the next fold's initial weights

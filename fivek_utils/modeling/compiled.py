@@ -39,8 +39,7 @@ def compile_for_run(model: keras.Model, key: Hashable, make_optimizer: Callable[
             v.assign(np.zeros(v.shape, v.dtype) if value is None else value)
         return True
     compile_model(model, make_optimizer(), label_smoothing=label_smoothing, jit_compile=jit_compile)
-    model.optimizer.build(model.trainable_variables)  # its state before the first step, to go back to
-    initial = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+    initial = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]  # built by compile_model
     _COMPILED[model] = (full_key, [a if np.any(a) else None for a in initial])
     return False
 
