@@ -105,7 +105,8 @@ def _cmd_run(args) -> int:
     from .core.config import EXECUTED_DIR, FIGURES_DIR, MODELS_DIR, SUBMISSIONS_DIR
     from .workflows.runner import run_notebooks
 
-    done = run_notebooks(args.config, args.only, verbose=args.verbose, quiet=args.quiet, wait=args.wait)
+    done = run_notebooks(args.config, args.only, verbose=args.verbose, quiet=args.quiet, wait=args.wait,
+                         sequential=args.sequential)
     if args.quiet:
         print(f"{len(done)} notebook(s) ran")
         return 0
@@ -429,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
     p.add_argument("--only", nargs="*", help="notebook numbers or names, e.g. --only 01 03")
     p.add_argument("--wait", action="store_true", default=None, help=WAIT_HELP)
+    p.add_argument("--sequential", action="store_true", help="run every notebook in order, one at a time, "
+                   "ignoring the config's lanes: (notebooks side by side)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("rehearse", help="configs/full.yaml through every notebook on a CPU at toy scale, with stand-in "

@@ -27,7 +27,7 @@ def test_each_notebook_gets_its_declared_shared_keys_then_its_section(config):
     for nb in NOTEBOOKS:
         declared = set(declared_parameters(nb))
         section = next((v for k, v in sections.items() if str(k) in (nb.stem, nb.stem[:2])), None) or {}
-        expected = {k: v for k, v in pipeline.items() if k not in ("notebooks", "prepare", "only") and k in declared}
+        expected = {k: v for k, v in pipeline.items() if k not in ("notebooks", "prepare", "only", "lanes") and k in declared}
         expected.update(section)
         assert notebook_params(pipeline, nb) == expected, nb.stem
 
@@ -117,3 +117,69 @@ def test_the_half_labels_config_is_real_scenes_with_self_training():
     assert params["hidden_label_fraction"] == 0.5 and params["self_training_rounds"] == 1
     own = ("run_name", "hidden_label_fraction", "self_training_rounds")
     assert {k: v for k, v in params.items() if k not in own and not k.startswith("student_")} == notebook_params(real, nb05)
+
+
+def _timed_notebook(path, seconds: float, fail: bool = False) -> None:
+    """A notebook that writes when it started and ended (and fails at its end when `fail`)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(f"seconds = {seconds}")
+    params.metadata["tags"] = ["parameters"]
+    body = ("import time, pathlib\nt0 = time.time()\ntime.sleep(seconds)\n"
+            f"pathlib.Path({str(path.with_suffix('.times'))!r}).write_text(f'{{t0}} {{time.time()}}')\n"
+            + ("raise ValueError('the last cell fails')\n" if fail else ""))
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def _times(path):
+    return [float(t) for t in path.with_suffix(".times").read_text().split()]
+
+
+@pytest.mark.slow
+def test_lanes_run_side_by_side_and_the_rest_after_them(tmp_path, capsys):
+    from fivek_utils.workflows.runner import PipelineError, run_notebooks
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for name in ("01-a", "02-b", "03-c", "04-d"):
+        _timed_notebook(nbs / f"{name}.ipynb", 3)
+    config = tmp_path / "lanes.yaml"
+    config.write_text(yaml.safe_dump({"seconds": 3, "lanes": [["02"], ["01", "03"]]}))
+    done = run_notebooks(config, output_dir=tmp_path / "out", notebooks_dir=nbs)
+    assert sorted(p.name for p in done) == ["01-a.ipynb", "02-b.ipynb", "03-c.ipynb", "04-d.ipynb"]
+    a, b, c, d = (_times(nbs / f"{n}.ipynb") for n in ("01-a", "02-b", "03-c", "04-d"))
+    assert b[0] < a[1] and a[0] < b[1]  # 01 and 02 overlapped
+    assert c[0] >= a[1]  # a lane runs in order
+    assert d[0] >= max(b[1], c[1])  # a notebook in no lane waits for every lane
+    out = capsys.readouterr().out
+    assert "side by side: 02 | 01 03; then 04" in out and out.count("[4/4] 04-d") == 1
+
+    # --sequential: one at a time, in order
+    run_notebooks(config, output_dir=tmp_path / "out", notebooks_dir=nbs, sequential=True)
+    a, b = _times(nbs / "01-a.ipynb"), _times(nbs / "02-b.ipynb")
+    assert b[0] >= a[1]
+
+    # a failure in one lane: the other lane finishes, then the run stops naming the notebook; 04 never runs
+    _timed_notebook(nbs / "02-b.ipynb", 1, fail=True)
+    (nbs / "04-d.times").unlink()
+    with pytest.raises(PipelineError, match=r"02-b.ipynb failed in cell .*the last cell fails"):
+        run_notebooks(config, output_dir=tmp_path / "out", notebooks_dir=nbs)
+    assert _times(nbs / "03-c.ipynb")[1] > _times(nbs / "02-b.ipynb")[1] and not (nbs / "04-d.times").exists()
+
+
+def test_lanes_name_known_notebooks_once():
+    from fivek_utils.workflows.lanes import plan_lanes
+
+    nb = {n.stem[:2]: n for n in NOTEBOOKS}
+    assert plan_lanes([["05"], ["01", "02"]], NOTEBOOKS, NOTEBOOKS) == [[nb["05"]], [nb["01"], nb["02"]]]
+    assert plan_lanes([["05"], ["01", "02"]], [nb["05"], nb["06"]], NOTEBOOKS) == [[nb["05"]]]  # --only 05 06
+    assert plan_lanes(None, NOTEBOOKS, NOTEBOOKS) == []
+    with pytest.raises(ConfigError, match="'07' names no notebook"):
+        plan_lanes([["05"], ["07"]], NOTEBOOKS, NOTEBOOKS)
+    with pytest.raises(ConfigError, match="05-kfold-ensemble is in two lanes"):
+        plan_lanes([["05"], ["01", "05"]], NOTEBOOKS, NOTEBOOKS)
+    with pytest.raises(ConfigError, match="a list of lists"):
+        plan_lanes(["05", "01"], NOTEBOOKS, NOTEBOOKS)

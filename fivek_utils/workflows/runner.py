@@ -1,4 +1,4 @@
-"""`fivek run`: execute the numbered notebooks in order with papermill.
+"""`fivek run`: execute the numbered notebooks in order with papermill (independent ones side by side: `lanes`).
 
 A pipeline YAML holds shared keys (passed to every notebook that declares them in its
 `parameters` cell) and a `notebooks:` mapping of per-notebook sections (which win). A key
@@ -79,7 +79,7 @@ def notebook_params(pipeline: dict, notebook: Path) -> dict:
     return {**shared, **section}
 
 
-PIPELINE_KEYS = ("notebooks", "prepare", "only", "extends")  # the YAML's own keys; the rest are notebook parameters
+PIPELINE_KEYS = ("notebooks", "prepare", "only", "extends", "lanes")  # the YAML's own keys; the rest are notebook parameters
 
 
 def load_pipeline(config: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict:
@@ -218,8 +218,13 @@ def run_notebooks(
     quiet: bool = False,
     kernel_name: str | None = None,
     wait: bool | None = None,
+    sequential: bool = False,
 ) -> list[Path]:
     """Run the selected notebooks in order; stop at the first failure with `PipelineError`.
+
+    A pipeline's `lanes:` (lists of notebooks that depend on nothing outside their list) run side by
+    side, each in its own process, and the selected notebooks in no lane after them, in order
+    (`workflows.lanes`); `sequential` runs everything in order in this process.
 
     Prints one line per notebook with its time and result (`quiet`: only those lines, each once its
     notebook has ended, and not what `prepare` says). The executed copies keep every output; what
@@ -234,49 +239,70 @@ def run_notebooks(
     if not notebooks:
         raise ConfigError(f"no numbered notebooks found in {notebooks_dir}")
     check_pipeline(pipeline, list_notebooks(notebooks_dir), config)  # fail on typos before any work
+    from .lanes import plan_lanes
+
+    lanes = [] if sequential else plan_lanes(pipeline.get("lanes"), notebooks, list_notebooks(notebooks_dir))
     params = {nb: notebook_params(pipeline, nb) for nb in notebooks}
     with hold_locks(notebook_outputs(notebooks, params, output_dir), wait=wait, lend_to_children=True):
         return _execute(pipeline, notebooks, params, output_dir=output_dir, verbose=verbose, quiet=quiet,
-                        kernel_name=kernel_name)
+                        kernel_name=kernel_name, lanes=lanes)
 
 
 def _execute(pipeline: dict, notebooks: list[Path], params: dict[Path, dict], *, output_dir: Path, verbose: bool,
-             quiet: bool, kernel_name: str | None) -> list[Path]:
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
+             quiet: bool, kernel_name: str | None, lanes: list[list[Path]] | None = None) -> list[Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     # TensorFlow's native noise to the log; Python's stderr (a damaged stand-in written again) stays on the terminal
     with contextlib.nullcontext() if verbose else output_to(output_dir / "prepare.log", python=False):
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             prepare(pipeline)
-    done = []
     width = max(len(nb.stem) for nb in notebooks)
-    for i, nb in enumerate(notebooks, start=1):
-        out, log = output_dir / nb.name, output_dir / f"{nb.stem}.log"
-        log.unlink(missing_ok=True)
-        head = f"[{i}/{len(notebooks)}] {nb.stem:<{width}} "
-        if not quiet:  # the line's start now, its end when the notebook ends; quiet: all of it then
-            print(head, end="", flush=True)
-        t0 = time.time()
-        try:
-            with contextlib.nullcontext() if verbose else kernel_output_to(log):
-                papermill.execute_notebook(
-                    str(nb), str(out), parameters=params[nb], cwd=str(PROJ_ROOT), progress_bar=verbose,
-                    kernel_name=kernel_name, request_save_on_cell_execute=True,
-                )
-        except PapermillExecutionError as exc:
-            print(f"{head if quiet else ''}FAILED after {time.time() - t0:.0f} s", flush=True)
-            full = kernel_disk_full(exc)
-            if full is not None:
-                raise DiskFullError(f"{nb.name} stopped in cell {exc.exec_count}: {full} "
-                                    f"(the executed copy is {out})") from exc
-            trace = [ANSI.sub("", line) for line in (exc.traceback or [])]
-            raise PipelineError(
-                f"{nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): {exc.ename}: {exc.evalue}\n"
-                + "".join(trace[-3:]).rstrip() + f"\nthe executed copy with the traceback is {out}"
-                + ("" if verbose else f"; the kernel's log is {log}")
-            ) from exc
-        print(f"{head if quiet else ''}{time.time() - t0:5.0f} s  {notebook_result(nb, params[nb])}", flush=True)
-        done.append(out)
+    head = {nb: f"[{i}/{len(notebooks)}] {nb.stem:<{width}} " for i, nb in enumerate(notebooks, start=1)}
+    done, rest = [], notebooks
+    if lanes and len(lanes) > 1:
+        from .lanes import run_lanes
+
+        laned = {nb for lane in lanes for nb in lane}
+        if not quiet:
+            print("side by side: " + " | ".join(" ".join(nb.stem[:2] for nb in lane) for lane in lanes)
+                  + (f"; then {' '.join(nb.stem[:2] for nb in notebooks if nb not in laned)}"
+                     if len(laned) < len(notebooks) else ""), flush=True)
+        done += run_lanes(lanes, head, params, output_dir=output_dir, verbose=verbose, kernel_name=kernel_name)
+        rest = [nb for nb in notebooks if nb not in laned]
+    for nb in rest:
+        done.append(run_one(nb, head[nb], params[nb], output_dir=output_dir, verbose=verbose, quiet=quiet,
+                            kernel_name=kernel_name))
     return done
+
+
+def run_one(nb: Path, head: str, params: dict, *, output_dir: Path, verbose: bool, quiet: bool,
+            kernel_name: str | None) -> Path:
+    """Execute one notebook to `output_dir` and print its line ('[2/6] 02-baseline-b0   75 s  5K F1 ...');
+    `PipelineError` (or `DiskFullError`) naming the failing cell."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out, log = output_dir / nb.name, output_dir / f"{nb.stem}.log"
+    log.unlink(missing_ok=True)
+    if not quiet:  # the line's start now, its end when the notebook ends; quiet: all of it then
+        print(head, end="", flush=True)
+    t0 = time.time()
+    try:
+        with contextlib.nullcontext() if verbose else kernel_output_to(log):
+            papermill.execute_notebook(
+                str(nb), str(out), parameters=params, cwd=str(PROJ_ROOT), progress_bar=verbose,
+                kernel_name=kernel_name, request_save_on_cell_execute=True,
+            )
+    except PapermillExecutionError as exc:
+        print(f"{head if quiet else ''}FAILED after {time.time() - t0:.0f} s", flush=True)
+        full = kernel_disk_full(exc)
+        if full is not None:
+            raise DiskFullError(f"{nb.name} stopped in cell {exc.exec_count}: {full} "
+                                f"(the executed copy is {out})") from exc
+        trace = [ANSI.sub("", line) for line in (exc.traceback or [])]
+        raise PipelineError(
+            f"{nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): {exc.ename}: {exc.evalue}\n"
+            + "".join(trace[-3:]).rstrip() + f"\nthe executed copy with the traceback is {out}"
+            + ("" if verbose else f"; the kernel's log is {log}")
+        ) from exc
+    print(f"{head if quiet else ''}{time.time() - t0:5.0f} s  {notebook_result(nb, params)}", flush=True)
+    return out
