@@ -171,7 +171,10 @@ def test_lanes_run_side_by_side_and_the_rest_after_them(tmp_path, capsys):
 
 
 def test_lanes_name_known_notebooks_once():
-    from fivek_utils.workflows.lanes import plan_lanes
+    from fivek_utils.workflows.lanes import plan_lanes as plan
+
+    def plan_lanes(spec, selected, every):
+        return plan(spec, selected, every, names_notebook)
 
     nb = {n.stem[:2]: n for n in NOTEBOOKS}
     assert plan_lanes([["05"], ["01", "02"]], NOTEBOOKS, NOTEBOOKS) == [[nb["05"]], [nb["01"], nb["02"]]]

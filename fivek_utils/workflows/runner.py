@@ -26,6 +26,7 @@ from ..core.config import EXECUTED_DIR, MODELS_DIR, NOTEBOOKS_DIR, PROJ_ROOT, RE
 from ..core.console import output_to
 from ..core.io import DiskFullError, disk_full_error, free_space
 from ..core.locks import hold_locks
+from .lanes import plan_lanes, run_side_by_side
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})-[\w-]+\.ipynb$")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in kernel tracebacks
@@ -239,9 +240,7 @@ def run_notebooks(
     if not notebooks:
         raise ConfigError(f"no numbered notebooks found in {notebooks_dir}")
     check_pipeline(pipeline, list_notebooks(notebooks_dir), config)  # fail on typos before any work
-    from .lanes import plan_lanes
-
-    lanes = [] if sequential else plan_lanes(pipeline.get("lanes"), notebooks, list_notebooks(notebooks_dir))
+    lanes = [] if sequential else plan_lanes(pipeline.get("lanes"), notebooks, list_notebooks(notebooks_dir), names_notebook)
     params = {nb: notebook_params(pipeline, nb) for nb in notebooks}
     with hold_locks(notebook_outputs(notebooks, params, output_dir), wait=wait, lend_to_children=True):
         return _execute(pipeline, notebooks, params, output_dir=output_dir, verbose=verbose, quiet=quiet,
@@ -259,19 +258,39 @@ def _execute(pipeline: dict, notebooks: list[Path], params: dict[Path, dict], *,
     head = {nb: f"[{i}/{len(notebooks)}] {nb.stem:<{width}} " for i, nb in enumerate(notebooks, start=1)}
     done, rest = [], notebooks
     if lanes and len(lanes) > 1:
-        from .lanes import run_lanes
-
         laned = {nb for lane in lanes for nb in lane}
         if not quiet:
             print("side by side: " + " | ".join(" ".join(nb.stem[:2] for nb in lane) for lane in lanes)
                   + (f"; then {' '.join(nb.stem[:2] for nb in notebooks if nb not in laned)}"
                      if len(laned) < len(notebooks) else ""), flush=True)
-        done += run_lanes(lanes, head, params, output_dir=output_dir, verbose=verbose, kernel_name=kernel_name)
+        results = run_side_by_side(_lane, [(lane, {nb: head[nb] for nb in lane}, {nb: params[nb] for nb in lane},
+                                            output_dir, verbose, kernel_name) for lane in lanes])
+        done += [Path(path) for paths, _, _ in results for path in paths]
+        failed = next(((kind, message) for _, kind, message in results if kind), None)
+        if failed:  # the first failure, once every lane has ended
+            raise (DiskFullError if failed[0] == "DiskFullError" else PipelineError)(failed[1])
         rest = [nb for nb in notebooks if nb not in laned]
     for nb in rest:
         done.append(run_one(nb, head[nb], params[nb], output_dir=output_dir, verbose=verbose, quiet=quiet,
                             kernel_name=kernel_name))
     return done
+
+
+def _lane(notebooks: list[Path], heads: dict, params: dict, output_dir: Path, verbose: bool,
+          kernel_name: str | None, outcome) -> None:
+    """One lane, in its own process (`lanes.run_side_by_side`): its notebooks in order, each line
+    printed whole when it ends; (executed copies, error type, message) put on `outcome`."""
+    done = []
+    try:
+        # lent by the `fivek run` that holds them; lent on to this process's kernels
+        with hold_locks(notebook_outputs(notebooks, params, output_dir), lend_to_children=True):
+            for nb in notebooks:
+                done.append(str(run_one(nb, heads[nb], params[nb], output_dir=output_dir, verbose=verbose,
+                                        quiet=True, kernel_name=kernel_name)))
+    except Exception as exc:  # noqa: BLE001  (handed to the parent, which raises it)
+        outcome.put((done, type(exc).__name__, str(exc)))
+        return
+    outcome.put((done, None, None))
 
 
 def run_one(nb: Path, head: str, params: dict, *, output_dir: Path, verbose: bool, quiet: bool,
