@@ -158,7 +158,7 @@ def test_lanes_run_side_by_side_and_the_rest_after_them(tmp_path, capsys):
     assert "side by side: 02 | 01 03; then 04" in out and out.count("[4/4] 04-d") == 1
 
     # --sequential: one at a time, in order
-    run_notebooks(config, output_dir=tmp_path / "out", notebooks_dir=nbs, sequential=True)
+    run_notebooks(config, ["01", "02"], output_dir=tmp_path / "out", notebooks_dir=nbs, sequential=True)
     a, b = _times(nbs / "01-a.ipynb"), _times(nbs / "02-b.ipynb")
     assert b[0] >= a[1]
 
