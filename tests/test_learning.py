@@ -86,8 +86,10 @@ def test_it_learns_from_soft_pseudo_labels_alone(tmp_path, monkeypatch):
 
     root = write_portrait_dataset(tmp_path / "data", N_IMAGES, seed=0)
     mask = train_and_score(root, tmp_path, monkeypatch, relabel=teacher_labels)
-    assert mask["auc"] >= 0.85, mask
-    assert mask["f1"] >= mask["f1_always_yes"] + 0.1, mask
+    # measured over dataset seeds 0-2, twice each: AUC 0.79-0.86 (seed 0: 0.83-0.86), F1 0.10-0.16 above
+    # always-"yes" (seed 0: 0.155-0.161); the shuffled-label control stays within 0.3-0.7
+    assert mask["auc"] >= 0.75, mask
+    assert mask["f1"] >= mask["f1_always_yes"] + 0.08, mask
 
 
 # --- small checks, each aimed at one way training can stop learning while everything runs ----------
