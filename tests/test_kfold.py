@@ -11,13 +11,13 @@ import pytest
 from fivek_utils.core.config import ConfigError
 
 
-def _fold_data(n=8):
+def _fold_data(n=8, size=32):
     from fivek_utils.modeling.training import TrainingData
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, (n, 2)).astype("float32")
     df = pd.DataFrame({"image_id": np.arange(n), "fname": [f"{i}.jpg" for i in range(n)]})
-    return TrainingData(df, rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), labels)
+    return TrainingData(df, rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), labels)
 
 
 def _finish_fold(run_dir, k, rows, tta=2, hold_rows=0):
@@ -137,3 +137,41 @@ def test_hidden_labels_are_seeded_blank_in_labels_and_table_and_kept_aside():
     assert hidden_data.df.loc[rows, "mask"].isna().all() and not hidden_data.df.loc[kept, "mask"].isna().any()
     assert np.array_equal(hide_labels(data, 0.5, seed=3)[1], hidden) and not np.array_equal(hide_labels(data, 0.5, seed=4)[1], hidden)
     assert data.labels[rows].min() >= -1 and (data.labels[rows] >= 0).any()  # the input is left as it was
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["two_phase", "progressive"])
+def test_the_folds_share_one_model_and_each_trains_from_fresh_weights(tmp_path, monkeypatch, recipe):
+    import keras
+
+    from fivek_utils.core.config import Config
+    from fivek_utils.modeling.backbones import tiny_backbone
+    from fivek_utils.modeling.models import build_model
+    from fivek_utils.workflows import kfold
+
+    built = []
+
+    def tiny_fold_model(cfg, dropout):  # the fold model, at test size
+        built.append(build_model(tiny_backbone(), None, dropout))
+        return built[-1]
+
+    monkeypatch.setattr(kfold, "fold_model", tiny_fold_model)
+    data, folds = _fold_data(24, 40), np.array([0, 1] * 12)
+    cfg = Config(image_size=40, batch_size=4, epochs_head=0, epochs_finetune=2, unfreeze_blocks=-1, tta=["identity"],
+                 randaugment_magnitude=0, fold_recipe=recipe, progressive_preset="custom", progressive_stages=2,
+                 progressive_epochs_per_stage=1, size_min=32, size_max=40, ra_min=0, ra_max=0, mixup_min=0, mixup_max=0,
+                 dropout_min=0.1, dropout_max=0.2)
+    original = kfold._train_one
+
+    def train_one(cfg, train, val, fold_dir, shared=None):
+        model, history = original(cfg, train, val, fold_dir, shared)
+        if shared is not None:  # fold 1 trained the fold-0 model object, from fold 1's own fresh weights
+            assert model is shared and not np.allclose(built[-1].get_weights()[0], model.get_weights()[0])
+        return model, history
+
+    monkeypatch.setattr(kfold, "_train_one", train_one)
+    result = kfold.run_kfold(cfg, data, folds, run_dir=tmp_path)
+    assert np.isfinite(result.oof).all() and len(built) == 2
+    w0 = keras.saving.load_model(tmp_path / "fold0" / "model.keras", compile=False).get_weights()
+    w1 = keras.saving.load_model(tmp_path / "fold1" / "model.keras", compile=False).get_weights()
+    assert not np.allclose(w0[0], w1[0])  # two models, not one saved twice
