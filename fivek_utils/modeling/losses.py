@@ -50,12 +50,13 @@ def compile_model(model: keras.Model, optimizer, *, label_smoothing: float = 0.0
     )
     # Without a distribution strategy Keras makes the optimizer's variables and, with two heads, a loss
     # tracker per head when the train step is first traced, and tf.function traces a step that made
-    # variables a second time. Made here, eagerly (the loss computed once; fit() resets its trackers),
+    # variables a second time. Made here, eagerly (the loss computed once on an example, then the trackers reset),
     # the step is traced once: EfficientNetV2-B0 at 64 px on 2 CPU cores, first epoch 33 s instead of
     # 50 s (the second 6-7 s). The trainable variables must be set before compiling, as Keras expects.
     model.optimizer.build(model.trainable_variables)
     example = {h: keras.ops.zeros((1, 1)) for h in HEADS}
     model.compute_loss(y=example, y_pred=example, training=False)
+    model.reset_metrics()  # the trackers forget that example (train_on_batch does not reset them)
     return model
 
 
