@@ -145,6 +145,7 @@ def test_the_folds_share_one_model_and_each_trains_from_fresh_weights(tmp_path, 
     import keras
 
     from fivek_utils.core.config import Config
+    from fivek_utils.modeling import progressive
     from fivek_utils.modeling.backbones import tiny_backbone
     from fivek_utils.modeling.models import build_model
     from fivek_utils.workflows import kfold
@@ -161,17 +162,21 @@ def test_the_folds_share_one_model_and_each_trains_from_fresh_weights(tmp_path, 
                  randaugment_magnitude=0, fold_recipe=recipe, progressive_preset="custom", progressive_stages=2,
                  progressive_epochs_per_stage=1, size_min=32, size_max=40, ra_min=0, ra_max=0, mixup_min=0, mixup_max=0,
                  dropout_min=0.1, dropout_max=0.2)
-    original = kfold._train_one
+    trained = []  # (model object, whether it held its fold's freshly built weights when training began)
 
-    def train_one(cfg, train, val, fold_dir, shared=None):
-        model, history = original(cfg, train, val, fold_dir, shared)
-        if shared is not None:  # fold 1 trained the fold-0 model object, from fold 1's own fresh weights
-            assert model is shared and not np.allclose(built[-1].get_weights()[0], model.get_weights()[0])
-        return model, history
+    def checked(train):
+        def run(model, *args, **kwargs):
+            fresh = built[-1].get_weights()
+            trained.append((model, all(np.array_equal(a, b) for a, b in zip(model.get_weights(), fresh))))
+            return train(model, *args, **kwargs)
+        return run
 
-    monkeypatch.setattr(kfold, "_train_one", train_one)
+    monkeypatch.setattr(kfold, "train_two_phase", checked(kfold.train_two_phase))
+    monkeypatch.setattr(progressive, "train_progressive", checked(progressive.train_progressive))
     result = kfold.run_kfold(cfg, data, folds, run_dir=tmp_path)
     assert np.isfinite(result.oof).all() and len(built) == 2
+    # fold 1 trained the fold-0 model object, starting from fold 1's own fresh weights, not fold 0's trained ones
+    assert len(trained) == 2 and trained[1][0] is trained[0][0] and trained[0][1] and trained[1][1]
     w0 = keras.saving.load_model(tmp_path / "fold0" / "model.keras", compile=False).get_weights()
     w1 = keras.saving.load_model(tmp_path / "fold1" / "model.keras", compile=False).get_weights()
     assert not np.allclose(w0[0], w1[0])  # two models, not one saved twice

@@ -43,7 +43,3 @@ def compile_for_run(model: keras.Model, key: Hashable, make_optimizer: Callable[
     _COMPILED[model] = (full_key, [a if np.any(a) else None for a in initial])
     return False
 
-
-def forget_compile(model: keras.Model) -> None:
-    """The next `compile_for_run` of `model` compiles afresh (after its trainable set or layers changed by hand)."""
-    _COMPILED.pop(model, None)
