@@ -17,6 +17,11 @@ from fivek_utils.workflows.kfold import KFoldResult
 from fivek_utils.workflows.stacking import stack_gain_table, stack_kfold
 
 
+def _tiny_face_models():
+    """Run first in FaceFoldsJob's child process: the fixture's monkeypatch does not reach a spawned process."""
+    face_kfold.build_face_model = lambda *a, **k: build_face_model(tiny_backbone(width=4, seed=0))
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("fk")
@@ -52,6 +57,49 @@ def test_a_face_model_per_fold_then_resumed_not_retrained(setup):
     assert again.seconds == {} and {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
     with pytest.raises(ConfigError, match="face_epochs.*face_model.keras, face_predictions.npz, face_run_key.json"):
         face_kfold.run_face_kfold(cfg.replace(face_epochs=2), split, found, run)
+
+
+@pytest.mark.slow  # a spawned process imports TensorFlow: about 15 s
+def test_beside_the_face_folds_train_in_their_own_process_and_answer_as_here(setup, capsys):
+    cfg, split, found, root = setup
+    here = face_kfold.run_face_kfold(cfg, split, found, root / "here")
+    with face_kfold.FaceFoldsJob(cfg, split, found, root / "beside", beside=True, setup=_tiny_face_models) as job:
+        assert job.beside
+        while_it_runs = face_kfold.face_data(cfg, split, progress=False)  # this process goes on meanwhile
+    beside = job.result()
+    assert while_it_runs.cv.counts.sum() == found.cv.counts.sum()
+    out = capsys.readouterr().out
+    assert "training in a process of their own" in out and "faces | --- fold 2/2: face model on" in out
+    assert sorted(p.parent.name for p in (root / "beside").glob("fold*/face_model.keras")) == ["fold0", "fold1"]
+    assert np.allclose(beside.oof, here.oof, atol=1e-5) and np.allclose(beside.holdout, here.holdout, atol=1e-5)
+    assert set(beside.seconds) == {0, 1}
+    # the lent lock went back: this process (and any other) may write the folder again
+    again = face_kfold.FaceFoldsJob(cfg, split, found, root / "beside", beside=False).result()
+    assert again.seconds == {} and np.array_equal(again.oof, beside.oof)  # resumed from what the child saved
+
+
+@pytest.mark.slow
+def test_a_face_fold_error_beside_comes_back_as_itself(setup):
+    cfg, split, found, root = setup
+    face_kfold.run_face_kfold(cfg, split, found, root / "changed")
+    job = face_kfold.FaceFoldsJob(cfg.replace(face_epochs=2), split, found, root / "changed", beside=True,
+                                  setup=_tiny_face_models)
+    with pytest.raises(ConfigError, match="face_epochs.*face_model.keras, face_predictions.npz, face_run_key.json"):
+        job.result()
+
+
+def test_without_a_face_stage_the_job_does_nothing(setup):
+    cfg, split, _, root = setup
+    job = face_kfold.FaceFoldsJob(cfg, split, None, root / "none", beside=True)
+    assert not job.beside and job.result() is None and not (root / "none").exists()
+
+
+def test_faces_beside_images_reads_yaml_on_and_off():
+    assert Config(faces_beside_images=False).faces_beside_images == "off"  # YAML's bare `off`
+    assert face_kfold.trains_beside(Config(faces_beside_images=True)) is True
+    assert face_kfold.trains_beside(Config(faces_beside_images="off")) is False
+    with pytest.raises(ConfigError, match="faces_beside_images='sometimes'"):
+        Config(faces_beside_images="sometimes")
 
 
 def test_the_hold_out_is_the_fold_ensemble_averaged_per_face(setup):

@@ -152,6 +152,9 @@ class Config:
     face_color_jitter: float = 0.0  # random brightness and contrast of face crops in training (0: none)
     face_lr: float = 2e-3
     face_batch_size: int = 64  # face crops per training step
+    # "auto": on a machine without a GPU or TPU the face folds train in a process of their own beside the image
+    # folds (2 CPU cores are then busier: docs/modelling.md); "on", "off" (one after the other, in this process)
+    faces_beside_images: str = "auto"
     # self-training (notebook 05, Noisy Student): the run's ensemble labels the blank heads and the unlabelled
     # test photos, and a noised student learns from labelled + pseudo-labelled photos, `self_training_rounds` times
     self_training_rounds: int = 0  # 0: off; each round's student becomes the next round's teacher
@@ -213,6 +216,10 @@ class Config:
         for name in ("drop_connect_rate", "student_drop_connect_rate", "student_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1)")
+        if isinstance(self.faces_beside_images, bool):  # YAML reads a bare on / off as true / false
+            self.faces_beside_images = "on" if self.faces_beside_images else "off"
+        if self.faces_beside_images not in ("auto", "on", "off"):
+            raise ConfigError(f"faces_beside_images={self.faces_beside_images!r}: use 'auto', 'on' or 'off'")
         if self.face_max_per_image < 0:
             raise ConfigError(f"face_max_per_image={self.face_max_per_image}: 0 (every face) or a positive cap")
 

@@ -5,10 +5,15 @@ labels) and its bag probability of mask = 1 for the fold's out-of-fold rows and 
 The folds are the image models' folds, so each row's face probability comes from a model that never
 saw the row, and the stack (`workflows.stacking`) can be fitted on them. The folds share one face
 model, reset to its initial weights before each (`FaceTrainer`): its train step is traced once.
+
+`FaceFoldsJob` trains them beside the image folds: on a machine without a GPU or TPU in a process of
+its own (`core.background`), since one training keeps 2 CPU cores only part of the time busy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -17,9 +22,10 @@ import keras
 import numpy as np
 import pandas as pd
 
+from ..core.background import Background
 from ..core.config import CACHE_DIR, Config, ConfigError
 from ..core.io import atomic_path, save_keras
-from ..core.locks import holds_lock
+from ..core.locks import hold_locks, holds_lock
 from ..data.crops import FaceCrops, load_crops
 from ..data.faces import Detections
 from ..data.people import people_features
@@ -212,6 +218,90 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
         print(f"fold {k}: face model done in {seconds[k]:.0f}s, out-of-fold mask AUC "
               f"{last.get('val_auc_mask', float('nan')):.3f} (chance 0.5)", flush=True)
     return FaceFoldResult(oof, oof_crops, hold, faces.holdout.counts if has_hold else None, histories, seconds)
+
+
+def _on_cpu_only() -> bool:
+    """No GPU or TPU in use and no distribution strategy: the machine `faces_beside_images="auto"` helps."""
+    if keras.backend.backend() != "tensorflow":
+        import jax
+
+        return all(d.platform == "cpu" for d in jax.devices())
+    import tensorflow as tf
+
+    return (not tf.config.list_physical_devices("GPU") and not tf.config.list_logical_devices("TPU")
+            and not tf.distribute.has_strategy() and keras.config.dtype_policy().name == "float32")
+
+
+def trains_beside(cfg: Config) -> bool:
+    """Whether the face folds train in a process of their own (`faces_beside_images`; "auto": on a machine
+    with 2 or more CPU cores and no GPU or TPU)."""
+    if cfg.faces_beside_images != "auto":
+        return cfg.faces_beside_images == "on"
+    return (os.cpu_count() or 1) >= 2 and _on_cpu_only()
+
+
+def _face_folds_in_child(setup, *args, **kwargs) -> FaceFoldResult:
+    if setup is not None:
+        setup()
+    return run_face_kfold(*args, **kwargs)
+
+
+class FaceFoldsJob:
+    """`run_face_kfold` beside whatever runs next (the image folds):
+
+    >>> with FaceFoldsJob(cfg, split, faces) as faces_job:
+    ...     result = run_kfold(cfg, split.cv, split.folds, split.holdout)
+    >>> face_result = faces_job.result()
+
+    Beside (`trains_beside`): started at once in a spawned process that writes the run folder under
+    this process's lock (lent to it); its lines print here prefixed "faces | "; leaving the `with` on an
+    error stops it. Otherwise the face folds train here when `result()` is first asked. With `faces`
+    None (no face stage) `result()` is None. `setup`, a top-level function, is called first in the
+    child: a change made in this process's memory (a monkeypatched model builder) does not reach it.
+    """
+
+    def __init__(self, cfg: Config, split: KFoldData, faces: FaceData | None, run_dir: Path | None = None, *,
+                 val_labels: np.ndarray | None = None, beside: bool | None = None, setup=None):
+        self._call = (cfg, split, faces, Path(run_dir or cfg.run_dir))
+        self._val_labels, self._result, self._job = val_labels, None, None
+        self._locks = contextlib.ExitStack()
+        self.beside = faces is not None and (trains_beside(cfg) if beside is None else bool(beside))
+        if self.beside:
+            _single_device()
+            self._locks.enter_context(hold_locks([self._call[3]], lend_to_children=True))
+            try:
+                self._job = Background(_face_folds_in_child, setup, *self._call, name="face folds", prefix="faces | ",
+                                       val_labels=val_labels)
+            except BaseException:
+                self._locks.close()
+                raise
+            print(f"face folds: training in a process of their own (PID {self._job.pid}) beside what runs next "
+                  "(faces_beside_images)", flush=True)
+
+    def result(self) -> FaceFoldResult | None:
+        """The face folds' result (waits for them beside, or trains them here); raises what they raised."""
+        if self._result is None and self._call[2] is not None:
+            if self._job is None:
+                self._result = run_face_kfold(*self._call, val_labels=self._val_labels)
+            else:
+                try:
+                    self._result = self._job.result()
+                finally:
+                    self._locks.close()
+        return self._result
+
+    def stop(self) -> None:
+        """Stop the face folds' process (finished folds are kept and resumed next time)."""
+        if self._job is not None:
+            self._job.stop()
+        self._locks.close()
+
+    def __enter__(self) -> "FaceFoldsJob":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.stop()
 
 
 def _face_trainer(cfg: Config, faces: FaceData, labels: np.ndarray, folds: np.ndarray) -> FaceTrainer:

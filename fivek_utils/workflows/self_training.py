@@ -13,7 +13,8 @@ learns from the labelled and the pseudo-labelled photos; the student then teache
   dropout, stochastic depth; the face model: colour jitter besides its flips and shifts) and the
   teacher's backbone unless `student_backbone` names a larger one. The test photos join the training
   side of every fold and are never validated on; validation and the stack use the stated labels only.
-  Its image folds, face folds and stack are a complete run in `<run>/student<r>/`, resumed like the
+  Its image folds and face folds train side by side (`FaceFoldsJob`: on a CPU machine the face folds
+  in a process of their own); with the stack they are a complete run in `<run>/student<r>/`, resumed like the
   teacher's, and `fivek predict` / notebook 06 answer with the last student (`self_training.json`).
 - **Measured**: per round, the pseudo-labels against the truth where it is known (the hidden labels
   of `hidden_label_fraction`, and on the synthetic data its `scenes.jsonl`), and every model on the
@@ -40,7 +41,7 @@ from ..data.pseudo_labels import accuracy_by_confidence, fill_blanks, pseudo_lab
 from ..data.scenes import read_scenes
 from ..modeling.inference import STUDENTS_FILE, load_ensemble
 from ..modeling.training import TrainingData, ids_digest
-from .face_kfold import FaceData, FaceFoldResult, run_face_kfold
+from .face_kfold import FaceData, FaceFoldResult, FaceFoldsJob
 from .faces import detect_split, detector_for
 from .kfold import KFoldData, KFoldResult, gain_table, run_kfold, save_kfold, score_row, train_size
 from .predict import read_test_folder
@@ -202,8 +203,13 @@ def train_student(scfg: Config, split: KFoldData, faces: FaceData | None, cv_lab
     print(f"{name}: {len(data)} training photos ({n} cross-validated, {int((cv_labels != split.cv.labels).any(axis=1).sum())} "
           f"of them with pseudo-labelled heads, and {len(use)} pseudo-labelled test photos) in {int(split.folds.max()) + 1} folds",
           flush=True)
-    with _scoped(scope):
-        full = run_kfold(scfg, data, folds, holdout, val_labels=visible)
+    student_split = KFoldData(data, split.holdout, folds, split.folds_file)
+    student_faces = None if faces is None else FaceData(
+        faces.detections, faces.key, faces.cv.concat(crops.subset(use)), faces.holdout, faces.people_cv, faces.people_holdout)
+    with FaceFoldsJob(scfg, student_split, student_faces, val_labels=visible[:, 0]) as faces_job:  # beside, on a CPU
+        with _scoped(scope):
+            full = run_kfold(scfg, data, folds, holdout, val_labels=visible)
+    face_full = faces_job.result()
     result = KFoldResult(full.oof[:n], split.folds, full.holdout, full.tta, full.histories, full.seconds)
     hold_labels = split.holdout.labels if holdout is not None else None
     gains, variants = gain_table(result, split.cv.labels, hold_labels)
@@ -212,10 +218,6 @@ def train_student(scfg: Config, split: KFoldData, faces: FaceData | None, cv_lab
         hold = result.holdout.mean(axis=(0, 1)) if result.holdout is not None else None
         save_kfold(scfg, split, result, thresholds, evaluate(split.cv.labels, probs, thresholds), gains)
         return RoundModel(name, scfg.run_dir, probs, hold, thresholds)
-    student_faces = FaceData(faces.detections, faces.key, faces.cv.concat(crops.subset(use)), faces.holdout,
-                             faces.people_cv, faces.people_holdout)
-    student_split = KFoldData(data, split.holdout, folds, split.folds_file)
-    face_full = run_face_kfold(scfg, student_split, student_faces, val_labels=visible[:, 0])
     n_crops = int(faces.cv.counts.sum())
     face_result = FaceFoldResult(face_full.oof[:n], face_full.oof_crops[:n_crops], face_full.holdout_crops,
                                  face_full.holdout_counts, face_full.histories, face_full.seconds)
