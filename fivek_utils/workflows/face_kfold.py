@@ -270,8 +270,9 @@ class FaceFoldsJob:
             _single_device()
             self._locks.enter_context(hold_locks([self._call[3]], lend_to_children=True))
             try:
+                quiet = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1")}  # no oneDNN notes
                 self._job = Background(_face_folds_in_child, setup, *self._call, name="face folds", prefix="faces | ",
-                                       val_labels=val_labels)
+                                       env=quiet, val_labels=val_labels)
             except BaseException:
                 self._locks.close()
                 raise
