@@ -19,10 +19,6 @@ def _add_and_report(a, b, *, scale=1):
     return {"pid": os.getpid(), "sum": (a + b) * scale}
 
 
-def _read_env(name):
-    return os.environ.get(name)
-
-
 def _refuse(name):
     raise ConfigError(f"{name}: not a setting")
 
@@ -53,12 +49,6 @@ def test_the_result_and_the_printed_lines_come_back(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["adder | adding 2 and 3", "adder | scaled by 10"]
     assert job.result() == out  # asked twice: the same answer
-
-
-def test_the_child_starts_with_the_environment_asked_and_this_process_keeps_its_own(monkeypatch):
-    monkeypatch.delenv("FIVEK_TEST_BACKGROUND", raising=False)
-    job = Background(_read_env, "FIVEK_TEST_BACKGROUND", env={"FIVEK_TEST_BACKGROUND": "child"})
-    assert job.result(timeout=120) == "child" and "FIVEK_TEST_BACKGROUND" not in os.environ
 
 
 def test_an_error_that_pickles_comes_back_as_itself_with_the_childs_traceback():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import multiprocessing
-import os
 import pickle
 import sys
 import threading
@@ -85,10 +84,7 @@ class Background:
     >>> faces = job.result()                  # waits; raises BackgroundError if it failed
     """
 
-    def __init__(self, fn: Callable, *args, name: str = "background job", prefix: str | None = None,
-                 env: dict[str, str] | None = None, **kwargs):
-        """`env`: environment variables the child starts with besides this process's (read by what it
-        imports while starting, e.g. TF_CPP_MIN_LOG_LEVEL)."""
+    def __init__(self, fn: Callable, *args, name: str = "background job", prefix: str | None = None, **kwargs):
         self.name = name
         self.prefix = f"{name} | " if prefix is None else prefix
         ctx = multiprocessing.get_context("spawn")
@@ -96,16 +92,7 @@ class Background:
         self._process = ctx.Process(target=_child, args=(fn, args, kwargs, child_end), daemon=True,
                                     name=f"fivek {name}")
         self._outcome: tuple | None = None
-        saved = {k: os.environ.get(k) for k in env or {}}
-        os.environ.update(env or {})  # a spawned child copies the environment when it starts
-        try:
-            self._process.start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        self._process.start()  # with this process's environment (the lent locks' FIVEK_LOCKS_LENT too)
         child_end.close()  # the child holds the only writing end: its death reads as the end of the pipe
         self._relay = threading.Thread(target=self._listen, daemon=True, name=f"fivek {name} output")
         self._relay.start()

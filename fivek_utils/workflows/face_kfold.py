@@ -270,9 +270,8 @@ class FaceFoldsJob:
             _single_device()
             self._locks.enter_context(hold_locks([self._call[3]], lend_to_children=True))
             try:
-                quiet = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1")}  # no oneDNN notes
                 self._job = Background(_face_folds_in_child, setup, *self._call, name="face folds", prefix="faces | ",
-                                       env=quiet, val_labels=val_labels)
+                                       val_labels=val_labels)
             except BaseException:
                 self._locks.close()
                 raise
