@@ -33,6 +33,18 @@ except FolderBusyError as exc:
     print(f"refused: {exc}")
 """
 
+LEND_ON = """
+import sys
+from fivek_utils.core.locks import FolderBusyError, hold_lock, hold_locks
+lent, own = sys.argv[1], sys.argv[2]
+with hold_locks([own], lend_to_children=True):  # lends its own on, as notebook 05 to its face process
+    try:
+        with hold_lock(lent):
+            print("took it")
+    except FolderBusyError as exc:
+        print(f"refused: {exc}")
+"""
+
 
 def holder(*targets, env=None) -> subprocess.Popen:
     """Another process holding the locks of `targets` until its stdin closes."""
@@ -112,6 +124,13 @@ def test_child_processes_write_under_the_locks_lent_to_them_and_no_one_else(tmp_
     assert stranger.stdout.startswith(f"refused: {run} is in use by another process")  # like a second Jupyter
     assert grandchild.stdout.startswith("refused: ")  # only the lender's own children
     assert "FIVEK_LOCKS_LENT" not in os.environ  # the loan ended with the block
+
+
+def test_a_process_that_lends_a_lock_of_its_own_on_still_writes_under_the_one_lent_to_it(tmp_path):
+    with hold_locks([tmp_path / "run"], lend_to_children=True):  # like `fivek run` for its kernel
+        kernel = subprocess.run([sys.executable, "-c", LEND_ON, str(tmp_path / "run"), str(tmp_path / "student")],
+                                capture_output=True, text=True, cwd=config.CODE_ROOT, check=True)
+    assert kernel.stdout.strip() == "took it", kernel.stdout + kernel.stderr
 
 
 def test_fivek_run_and_predict_refuse_before_writing_anything(tmp_path):

@@ -96,13 +96,21 @@ def _write_holder(lock: Path) -> None:
             _holder_file(lock).unlink(missing_ok=True)
 
 
+# the loan this process started with: kept when it lends locks of its own on (notebook 05 lends its run
+# folder to its face process while it still writes under what `fivek run` lent it)
+_INHERITED_LOAN = os.environ.get(LENT_ENV)
+
+
 def _lent_to_us(key: str) -> bool:
     """Whether our parent process holds this lock and lent it to us (`hold_locks(lend_to_children=True)`)."""
-    try:
-        lent = json.loads(os.environ.get(LENT_ENV) or "{}")
-    except ValueError:
-        return False
-    return lent.get("pid") == os.getppid() and key in lent.get("paths", ())
+    for text in (os.environ.get(LENT_ENV), _INHERITED_LOAN):
+        try:
+            lent = json.loads(text or "{}")
+        except ValueError:
+            continue
+        if lent.get("pid") == os.getppid() and key in lent.get("paths", ()):
+            return True
+    return False
 
 
 def describe_holder(info: dict) -> str:
