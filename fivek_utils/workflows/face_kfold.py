@@ -221,7 +221,8 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
 
 
 def _on_cpu_only() -> bool:
-    """No GPU or TPU in use and no distribution strategy: the machine `faces_beside_images="auto"` helps."""
+    """No GPU or TPU, no distribution strategy and no mixed precision in use (a spawned process would not
+    inherit the policy): the machine and run `faces_beside_images="auto"` trains the face folds beside."""
     if keras.backend.backend() != "tensorflow":
         import jax
 
