@@ -40,7 +40,8 @@ def teacher(tmp_path_factory):
     generate_dataset(data, n_train=80, n_test=24, seed=4, profile="closeup", workers=1, progress=False)
     cfg = Config(data_dir=str(data), run_name="st", image_size=32, folds=2, seed=0, batch_size=8, epochs_head=0,
                  epochs_finetune=1, face_stage=True, face_detector="truth", face_crop_size=32, face_epochs=1,
-                 face_batch_size=16, self_training_rounds=1, hidden_label_fraction=0.3)
+                 face_batch_size=16, self_training_rounds=1, hidden_label_fraction=0.3,
+                 faces_beside_images="off")  # a spawned face process would not see the tiny face model above
     split = kfold.kfold_data(cfg, 0.2, progress=False)
     result = kfold.run_kfold(cfg, split.cv, split.folds, split.holdout)
     found = face_kfold.face_data(cfg, split, progress=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import keras
@@ -241,6 +241,14 @@ def trains_beside(cfg: Config) -> bool:
     return (os.cpu_count() or 1) >= 2 and _on_cpu_only()
 
 
+def _without_images(split: KFoldData) -> KFoldData:
+    """The split as the face folds read it (rows, labels, folds), without the decoded images they never use."""
+    def bare(d: TrainingData) -> TrainingData:
+        return TrainingData(d.df, d.images[:0], d.labels, d.skipped)
+
+    return replace(split, cv=bare(split.cv), holdout=bare(split.holdout))
+
+
 def _face_folds_in_child(setup, *args, **kwargs) -> FaceFoldResult:
     if setup is not None:
         setup()
@@ -263,16 +271,16 @@ class FaceFoldsJob:
 
     def __init__(self, cfg: Config, split: KFoldData, faces: FaceData | None, run_dir: Path | None = None, *,
                  val_labels: np.ndarray | None = None, beside: bool | None = None, setup=None):
-        self._call = (cfg, split, faces, Path(run_dir or cfg.run_dir))
+        self._cfg, self._split, self._faces, self._run_dir = cfg, split, faces, Path(run_dir or cfg.run_dir)
         self._val_labels, self._result, self._job = val_labels, None, None
         self._locks = contextlib.ExitStack()
         self.beside = faces is not None and (trains_beside(cfg) if beside is None else bool(beside))
         if self.beside:
             _single_device()
-            self._locks.enter_context(hold_locks([self._call[3]], lend_to_children=True))
-            try:
-                self._job = Background(_face_folds_in_child, setup, *self._call, name="face folds", prefix="faces | ",
-                                       val_labels=val_labels)
+            self._locks.enter_context(hold_locks([self._run_dir], lend_to_children=True))
+            try:  # the face folds read the split's rows, labels and folds: its decoded images stay here
+                self._job = Background(_face_folds_in_child, setup, cfg, _without_images(split), faces, self._run_dir,
+                                       name="face folds", prefix="faces | ", val_labels=val_labels)
             except BaseException:
                 self._locks.close()
                 raise
@@ -281,9 +289,10 @@ class FaceFoldsJob:
 
     def result(self) -> FaceFoldResult | None:
         """The face folds' result (waits for them beside, or trains them here); raises what they raised."""
-        if self._result is None and self._call[2] is not None:
+        if self._result is None and self._faces is not None:
             if self._job is None:
-                self._result = run_face_kfold(*self._call, val_labels=self._val_labels)
+                self._result = run_face_kfold(self._cfg, self._split, self._faces, self._run_dir,
+                                              val_labels=self._val_labels)
             else:
                 try:
                     self._result = self._job.result()
