@@ -202,6 +202,15 @@ class Config:
         if self.face_detector not in ("blazeface", "mtcnn", "truth"):
             raise ConfigError(f"face_detector={self.face_detector!r}: use 'blazeface' or 'mtcnn' (photos) or 'truth' "
                               "(the synthetic generator's head boxes)")
+        if self.backbone == "mtcnn_onet":
+            raise ConfigError("backbone='mtcnn_onet': MTCNN's face network sees 48 px faces, not photos; it is a "
+                              "face_backbone (face_weights: mtcnn)")
+        if self.face_backbone == "mtcnn_onet" and self.face_weights not in ("mtcnn", None):
+            raise ConfigError(f"face_weights={self.face_weights!r} with face_backbone='mtcnn_onet': use 'mtcnn' (the "
+                              "weights inside the mtcnn wheel) or None")
+        if self.face_weights == "mtcnn" and self.face_backbone != "mtcnn_onet":
+            raise ConfigError(f"face_weights='mtcnn' with face_backbone={self.face_backbone!r}: those are the weights "
+                              "of MTCNN's face network, face_backbone 'mtcnn_onet'")
         if self.face_crop_size < 32:
             raise ConfigError(f"face_crop_size={self.face_crop_size}: EfficientNets need at least 32 pixels")
         if self.face_margin < 1.0:

@@ -21,12 +21,17 @@ BACKBONES: dict[str, str | None] = {
 }
 KERAS_WEIGHTS = (None, "imagenet")
 HUB_WEIGHTS = ("imagenet21k", "imagenet21k-ft1k")
+# face-crop backbones besides the EfficientNets: MTCNN's face network, its weights inside the mtcnn wheel
+ONET_BACKBONE, ONET_WEIGHTS = "mtcnn_onet", "mtcnn"
+FACE_BACKBONES: dict[str, str] = {ONET_BACKBONE: ONET_WEIGHTS}
 
 
-def check_backbone(name: str) -> str:
-    """Return `name` if it is a supported keras.applications backbone, else say what is."""
-    if name not in BACKBONES:
-        raise ModelConfigError(f"backbone={name!r} is not supported; choose one of {sorted(BACKBONES)}")
+def check_backbone(name: str, *, face: bool = False) -> str:
+    """Return `name` if it is a supported keras.applications backbone (or, for the face model, one of
+    `FACE_BACKBONES`), else say what is."""
+    if name not in BACKBONES and not (face and name in FACE_BACKBONES):
+        known = sorted(BACKBONES) + (sorted(FACE_BACKBONES) if face else [])
+        raise ModelConfigError(f"backbone={name!r} is not supported; choose one of {known}")
     return name
 
 

@@ -28,6 +28,7 @@ from .losses import BagBinaryCrossentropy
 from .optim import make_optimizer, warmup_cosine
 from .layers import ScheduledDropout
 from .models import backbone_features, load_head_weights
+from .onet import ONET_BACKBONE, onet_backbone
 
 FACE_OUTPUT = "face_logit"
 
@@ -37,10 +38,13 @@ def build_face_model(backbone: str | keras.Model = "EfficientNetV2B0", weights: 
     """A crop (float pixels in [0, 255], any square size) -> the logit of P(face masked).
 
     `backbone` and `weights` take what `build_model` takes (a keras.applications name with None,
-    "imagenet", "imagenet21k", ... or a headless keras.Model of your own).
+    "imagenet", "imagenet21k", ... or a headless keras.Model of your own), or "mtcnn_onet" with "mtcnn":
+    MTCNN's pretrained face network, its weights from the mtcnn wheel (`modeling.onet`).
     """
     inputs = keras.Input((None, None, 3), name="crop")
-    if isinstance(backbone, keras.Model):
+    if backbone == ONET_BACKBONE:
+        features, label = onet_backbone(weights)(inputs), ONET_BACKBONE
+    elif isinstance(backbone, keras.Model):
         features, label = backbone(inputs), backbone.name
     else:
         features, label = backbone_features(inputs, backbone, weights), backbone.lower()
@@ -48,7 +52,7 @@ def build_face_model(backbone: str | keras.Model = "EfficientNetV2B0", weights: 
     x = ScheduledDropout(dropout, name="head_dropout")(x)
     logit = keras.layers.Dense(1, name=FACE_OUTPUT, dtype="float32")(x)  # float32: stable under mixed precision
     model = keras.Model(inputs, logit, name=name or f"fivek_face_{label}")
-    return load_head_weights(model, weights) if isinstance(backbone, str) else model
+    return load_head_weights(model, weights) if isinstance(backbone, str) and backbone != ONET_BACKBONE else model
 
 
 def bag_model(face_model: keras.Model, *, flip: bool = True, shift: float = 0.06, color: float = 0.0) -> keras.Model:

@@ -160,7 +160,7 @@ def preflight(pipeline: dict, notebooks: list[Path] | None = None) -> list[Weigh
     needs = weight_needs(pipeline, notebooks)
     for need in needs:
         try:
-            check_backbone(need.backbone)
+            check_backbone(need.backbone, face=need.face)
         except ConfigError as exc:
             raise ConfigError(f"{need.notebook}: {need.backbone_setting}: {exc}") from None
         if need.weights in HUB_WEIGHTS:
