@@ -87,3 +87,15 @@ def test_it_is_a_face_backbone_only():
         check_backbone("mtcnn_onet")
     with pytest.raises(ConfigError, match="face_weights"):
         onet_backbone("imagenet")
+
+
+@pytest.mark.slow  # a fresh interpreter imports JAX: about 10 s
+def test_it_builds_with_its_weights_where_tensorflow_is_not_installed():
+    from conftest import run_without_tensorflow
+
+    proc = run_without_tensorflow(
+        "import numpy as np\n"
+        "from fivek_utils.modeling.face_model import build_face_model\n"
+        "m = build_face_model('mtcnn_onet', 'mtcnn')\n"
+        "print('logit', float(np.asarray(m(np.full((1, 40, 40, 3), 128.0, 'float32')))[0, 0]))\n")
+    assert "logit" in proc.stdout

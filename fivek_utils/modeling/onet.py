@@ -18,7 +18,8 @@ The trunk takes crops of any size in [0, 255] (resized to 48 x 48, scaled as MTC
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -70,19 +71,17 @@ def onet_backbone(weights: str | None = ONET_WEIGHTS) -> keras.Model:
 
 
 def wheel_weights() -> list[np.ndarray]:
-    """The ONet arrays shipped inside the `mtcnn` wheel (read from the package, never from the working
-    directory), in MTCNN's layer order."""
-    try:
-        import joblib
-
-        source = importlib.resources.files("mtcnn.assets.weights") / "onet.lz4"
-    except ModuleNotFoundError as exc:
-        raise ModelConfigError(f"face_weights={ONET_WEIGHTS!r} needs the mtcnn package (pip install mtcnn==1.0.0): "
-                               f"{exc}") from None
+    """The ONet arrays shipped inside the `mtcnn` wheel (read from the installed package, never from the
+    working directory, and without importing it: its `__init__` imports TensorFlow), in MTCNN's layer order."""
+    spec = importlib.util.find_spec("mtcnn")
+    if spec is None or spec.origin is None:
+        raise ModelConfigError(f"face_weights={ONET_WEIGHTS!r} needs the mtcnn package (pip install mtcnn==1.0.0)")
+    source = Path(spec.origin).parent / "assets" / "weights" / "onet.lz4"
     if not source.is_file():
         raise FileNotFoundError(f"{source}: the mtcnn package has no ONet weights file (reinstall mtcnn==1.0.0)")
-    with source.open("rb") as f:
-        return [np.asarray(a) for a in joblib.load(f)]
+    import joblib  # mtcnn's own dependency; it wrote the file
+
+    return [np.asarray(a) for a in joblib.load(source)]
 
 
 def load_onet_weights(model: keras.Model) -> None:
