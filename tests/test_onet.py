@@ -27,6 +27,8 @@ def trunk():
     return onet_backbone("mtcnn")
 
 
+@pytest.mark.slow
+@pytest.mark.compat  # builds two networks: in make test and make test-compat, not test-fast
 def test_the_trunk_is_mtcnns_own_network_and_still_knows_a_face(trunk):
     from mtcnn.network.onet import ONet
 
@@ -57,6 +59,8 @@ def test_any_crop_size_is_resized_to_the_networks_48_px(trunk):
     assert np.corrcoef(at48.ravel(), at96.ravel())[0, 1] > 0.95
 
 
+@pytest.mark.slow
+@pytest.mark.compat  # saves and loads a .keras file: about 5 s
 def test_a_face_model_on_it_saves_and_loads_as_a_run_does(tmp_path):
     model = build_face_model("mtcnn_onet", "mtcnn", 0.1)
     assert model.get_layer("mtcnn_onet").count_params() == sum(a.size for a in wheel_weights()[:-6])  # trunk only
