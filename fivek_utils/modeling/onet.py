@@ -5,7 +5,7 @@ weights) that sees a 48 x 48 face and was trained on hundreds of thousands of re
 from a non-face and to place its eyes, nose and mouth corners. Its 256 features before those outputs
 describe the lower face as well as the upper one, so a mask changes them. On the real development set's
 annotated faces a logistic regression on them tells masked from unmasked faces with AUC 0.99 (grouped by
-photo, 5 folds), against 0.79 from the same crops' pixels (docs/face-stage.md).
+photo, 5 folds), against 0.79 from the same crops' pixels (docs/real-street-photos.md).
 
 The weights ship inside the `mtcnn` wheel (`mtcnn/assets/weights/onet.lz4`), so they work offline:
 the only pretrained face features a CPU-only, offline machine can start from. The kit rebuilds the
