@@ -14,10 +14,10 @@ FULL = CODE_ROOT / "configs" / "full.yaml"
 OVERLAY = CODE_ROOT / "configs" / "rehearse.yaml"
 
 
-def broken_full(tmp_path, section: str, key: str, value) -> str:
-    """full.yaml with one notebook setting changed, as a user might."""
+def broken_full(tmp_path, section: str, key: str, value, **more) -> str:
+    """full.yaml with one notebook setting (and any `more`) changed, as a user might."""
     full = yaml.safe_load(FULL.read_text())
-    full["notebooks"][section][key] = value
+    full["notebooks"][section].update({key: value, **more})
     path = tmp_path / "full.yaml"
     path.write_text(yaml.safe_dump(full, sort_keys=False))
     return str(path)
@@ -50,6 +50,18 @@ def test_an_overlay_that_changes_more_than_what_shrinks_is_refused(tmp_path):
 def test_a_misspelled_backbone_in_full_yaml_fails_naming_the_setting(tmp_path):
     reh = rh.load_rehearsal(broken_full(tmp_path, "03", "backbone", "EfficientNetV2-S"), OVERLAY)
     with pytest.raises(ConfigError, match=r"03-efficientnetv2-21k: notebooks\.03\.backbone: backbone='EfficientNetV2-S' is not supported"):
+        rh.preflight(reh.pipeline)
+
+
+def test_a_face_model_on_mtcnns_face_network_needs_no_weights_placed_and_a_wrong_pair_is_named(tmp_path):
+    # its weights ship inside the mtcnn wheel: nothing to download, look up or stand in for
+    reh = rh.load_rehearsal(broken_full(tmp_path, "05", "face_backbone", "mtcnn_onet", face_weights="mtcnn"), OVERLAY)
+    needs = rh.preflight(reh.pipeline)
+    assert ("mtcnn_onet", "mtcnn", True) in {(n.backbone, n.weights, n.face) for n in needs}
+    assert rh.place_weights([n for n in needs if n.face], rh.Sites(tmp_path), say=lambda *_: None) == {}
+    assert rh.check_lookup([n for n in needs if n.face], rh.Sites(tmp_path)) == {}
+    reh = rh.load_rehearsal(broken_full(tmp_path, "05", "face_backbone", "EfficientNetV2B0", face_weights="mtcnn"), OVERLAY)
+    with pytest.raises(ConfigError, match=r"05-kfold-ensemble.*face_weights='mtcnn' with face_backbone='EfficientNetV2B0'"):
         rh.preflight(reh.pipeline)
 
 

@@ -147,7 +147,7 @@ def weight_needs(pipeline: dict, notebooks: list[Path] | None = None) -> list[We
 def preflight(pipeline: dict, notebooks: list[Path] | None = None) -> list[WeightNeed]:
     """Every notebook's settings as its `Config` reads them, and every backbone and weight source: the
     first that cannot work raises `ConfigError` naming the notebook and the setting."""
-    from ..modeling.catalog import HUB_WEIGHTS, check_backbone
+    from ..modeling.catalog import FACE_BACKBONES, HUB_WEIGHTS, check_backbone
     from ..modeling.pretrained.sources import pretrained_source, variant_of
 
     names = set(Config.field_names())
@@ -173,6 +173,8 @@ def preflight(pipeline: dict, notebooks: list[Path] | None = None) -> list[Weigh
                     f"{need.where}: Kaggle Models names no version of {src.kaggle_handle}, so a Kaggle bundle "
                     f"cannot attach it (model_sources needs one) and the rehearsal cannot put it where a user's "
                     f"would be. Pick a backbone whose ImageNet-21k version is known (`fivek weights table`).")
+        elif need.face and need.weights == FACE_BACKBONES.get(need.backbone):
+            continue  # inside a PyPI wheel the kit installs (MTCNN's face network): nothing to fetch or stand in for
         elif need.weights not in (None, "imagenet") and not Path(need.weights).expanduser().exists():
             raise ConfigError(f"{need.where}: no such file or folder; use null, 'imagenet', 'imagenet21k', "
                               "'imagenet21k-ft1k' or an existing weights path")
