@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from fivek_utils.core.config import PHOTOS_DIR
 from fivek_utils.data.face_truth import BoxesError, load_boxes, match, score_detections
@@ -57,6 +58,8 @@ def test_scores_by_height_state_false_detections_and_missed_unmasked_photos(tmp_
     assert s["recall_by_state"]["without_mask"]["recall"] == 0.0 and s["recall_by_state"]["incorrect"]["recall"] == 1.0
     assert s["false_detections"] == 2 and s["false_per_photo"] == 0.5
     assert s["photos_with_unmasked"] == 2 and s["unmasked_photos_none_found"] == 0.5
+    # photo labels a 0, b 0, c 1; knowing each found face's state: a 1 (its unmasked face missed), b 0, c 1
+    assert s["face_mask_auc_ceiling"] == pytest.approx(roc_auc_score([0, 0, 1], [1, 0, 1]))
     assert s["photos_per_s"] == 2.0
 
 

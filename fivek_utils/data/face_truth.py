@@ -89,7 +89,7 @@ def score_detections(detections: Detections, boxes: pd.DataFrame, *, seconds: fl
     fnames = list(detections.images)
     known = set(boxes["fname"])
     rows = []  # one per annotated face: height, state, found
-    false, photos_unmasked, photos_unmasked_missed = 0, 0, 0
+    false, photos_unmasked, photos_unmasked_missed, photos_masked = 0, 0, 0, 0
     by_fname = {f: g for f, g in boxes.groupby("fname")}
     for fname in fnames:
         record = detections[fname]
@@ -102,6 +102,7 @@ def score_detections(detections: Detections, boxes: pd.DataFrame, *, seconds: fl
         owner = match(truth[["x0", "y0", "x1", "y1"]].to_numpy(), found, conf, iou)
         false += len(found) - int((owner >= 0).sum())
         unmasked = truth["state"].to_numpy() != "with_mask"
+        photos_masked += int(not unmasked.any())
         if unmasked.any():
             photos_unmasked += 1
             photos_unmasked_missed += int(not (owner[unmasked] >= 0).any())
@@ -129,6 +130,11 @@ def score_detections(detections: Detections, boxes: pd.DataFrame, *, seconds: fl
         "false_per_photo": round(false / max(len(fnames), 1), 3),
         "photos_with_unmasked": photos_unmasked,
         "unmasked_photos_none_found": round(photos_unmasked_missed / photos_unmasked, 3) if photos_unmasked else None,
+        # the photo mask AUC of a face stage that knows the state of every face found and sees nothing else:
+        # it calls a photo unmasked when an unmasked face was found, so a photo whose unmasked faces were all
+        # missed ties with the masked ones (AUC = 1 - missed share / 2); a model's graded scores land near it
+        "face_mask_auc_ceiling": (round(1 - photos_unmasked_missed / photos_unmasked / 2, 3)
+                                  if photos_unmasked and photos_masked else None),
         "seconds": round(seconds, 2) if seconds is not None else None,
         "photos_per_s": round(len(fnames) / seconds, 2) if seconds else None,
     }
