@@ -15,12 +15,16 @@ from fivek_utils.data.people import PEOPLE_FEATURES
 from fivek_utils.modeling.stacker import LeakageError, Stacker, cross_val_stack, fit_stacker, stack_features
 
 
-def toy(n=400, seed=0):
-    """Rows whose mask is told by the face model and distancing by the gaps; the image model is weak."""
+def toy(n=400, seed=0, image_mask=None):
+    """Rows whose mask is told by the face model and distancing by the gaps; the image model is weak
+    (`image_mask(mask, folds, rng)`: its P(mask) instead)."""
     rng = np.random.default_rng(seed)
     mask, dist = rng.integers(0, 2, n), rng.integers(0, 2, n)
     image = np.clip(np.stack([0.5 + 0.1 * (mask - 0.5) + rng.normal(0, 0.2, n),
                               0.5 + 0.1 * (dist - 0.5) + rng.normal(0, 0.2, n)], 1), 0.01, 0.99)
+    folds = np.arange(n) % 4
+    if image_mask is not None:
+        image[:, 0] = np.clip(image_mask(mask, folds, rng), 0.01, 0.99)
     face = np.clip(0.2 + 0.6 * mask + rng.normal(0, 0.1, n), 0.01, 0.99)
     faces = rng.integers(1, 4, n).astype(float)
     people = pd.DataFrame({"faces": faces, "single": (faces == 1).astype(float), "face_min": rng.uniform(0.1, 0.3, n),
@@ -31,7 +35,7 @@ def toy(n=400, seed=0):
     people.loc[:19, "faces"] = 0.0
     labels = np.stack([mask, dist], 1).astype(float)
     labels[rng.random(n) < 0.2, 0] = -1  # blanks
-    return stack_features(image, face, people), labels, image, np.array([str(i) for i in range(n)]), np.arange(n) % 4
+    return stack_features(image, face, people), labels, image, np.array([str(i) for i in range(n)]), folds
 
 
 def test_the_stack_reads_the_face_model_and_the_gaps():
@@ -78,3 +82,20 @@ def test_a_head_with_one_class_keeps_the_image_model():
     out = stacker.predict(X, image)
     assert np.array_equal(out[:, 1], image[:, 1]) and not np.array_equal(out[:, 0], image[:, 0])
     assert Stacker.from_json(stacker.to_json()).heads["distancing"] is None
+
+
+def test_a_head_leaves_out_an_image_model_at_chance_and_keeps_one_that_knows():
+    # at chance, with a constant of its own in every fold (what fold models from scratch give on real photos)
+    X, labels, image, ids, folds = toy(seed=1, image_mask=lambda m, f, r: np.array([0.67, 0.96, 0.74, 0.55])[f]
+                                       + r.normal(0, 0.02, len(f)))
+    stacker = fit_stacker(X, labels, ids, folds)
+    assert "image_mask" not in stacker.inputs_of("mask") and "face_mask" in stacker.inputs_of("mask")
+    assert np.isnan(stacker.coefficients().loc["image_mask", "mask"])  # left out, shown blank
+    known = labels[:, 0] >= 0
+    assert roc_auc_score(labels[known, 0], cross_val_stack(X, labels, ids, folds, image)[known, 0]) > 0.95
+    loaded = Stacker.from_json(json.loads(json.dumps(stacker.to_json())))
+    assert loaded.inputs == stacker.inputs and np.allclose(loaded.predict(X, image), stacker.predict(X, image))
+    # an image model that knows the mask (better than this face model) is kept and weighed
+    X, labels, image, ids, folds = toy(seed=1, image_mask=lambda m, f, r: 0.1 + 0.8 * m + r.normal(0, 0.05, len(f)))
+    kept = fit_stacker(X, labels, ids, folds)
+    assert "image_mask" in kept.inputs_of("mask") and kept.coefficients().loc["image_mask", "mask"] > 0.5

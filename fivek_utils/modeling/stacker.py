@@ -10,6 +10,11 @@ loadable under any scikit-learn the kit supports, unlike a pickle).
 Images without a detected face have no face or people features: they keep the image model's
 probabilities (the fallback), counted by `fallback_rows`.
 
+Each head uses the image model's two probabilities only where they help it out of fold: fitted with and
+without them, scored by cross-validated log loss over the folds it is given (`choose_inputs`), it keeps
+the better. An image model at chance (from scratch on a small set of real photos) gives every fold its
+own constant, and a stacker fitted on them learns noise that costs the face model's signal.
+
 Two guards keep the hold-out honest: `fit_stacker` refuses rows marked as hold-out (fold -1), and
 `Stacker.predict(..., unseen=True)` refuses to score rows it was fitted on (`LeakageError`).
 """
@@ -22,6 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import PredefinedSplit, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -29,6 +36,7 @@ from ..core.labels import HEADS
 from ..data.people import PEOPLE_FEATURES
 
 STACK_FEATURES = ("image_mask", "image_distancing", "face_mask", *PEOPLE_FEATURES)
+IMAGE_INPUTS = ("image_mask", "image_distancing")  # what a head may leave out (`choose_inputs`)
 _LOG_FEATURES = ("faces", "face_min", "face_max", "gap_min", "gap_median", "size_ratio_max")
 
 
@@ -70,6 +78,10 @@ class Stacker:
     heads: dict[str, Pipeline | None]  # None: too few rows of one class to fit; that head keeps the image model's
     features: list[str] = field(default_factory=lambda: list(STACK_FEATURES))
     fitted_ids: set[str] = field(default_factory=set)  # image ids it was fitted on
+    inputs: dict[str, list[str]] = field(default_factory=dict)  # the features each head reads (default: all)
+
+    def inputs_of(self, head: str) -> list[str]:
+        return list(self.inputs.get(head, self.features))
 
     def predict(self, X: pd.DataFrame, image_probs: np.ndarray, ids: Sequence | None = None, *,
                 unseen: bool = False) -> np.ndarray:
@@ -86,17 +98,17 @@ class Stacker:
         out = np.asarray(image_probs, dtype=float).copy()
         rows = has_faces(X)
         if rows.any():
-            x = X.loc[rows, self.features].to_numpy(dtype=float)
             for i, h in enumerate(HEADS):
                 if self.heads.get(h) is not None:
-                    out[rows, i] = self.heads[h].predict_proba(x)[:, 1]
+                    out[rows, i] = self.heads[h].predict_proba(X.loc[rows, self.inputs_of(h)].to_numpy(dtype=float))[:, 1]
         return out
 
     def coefficients(self) -> pd.DataFrame:
-        """Weights per feature and head (on standardised features) and each head's intercept."""
+        """Weights per feature and head (on standardised features; blank: an input the head leaves out)
+        and each head's intercept."""
         fitted = {h: p for h, p in self.heads.items() if p is not None}
-        table = {h: pd.Series(p.named_steps["logreg"].coef_[0], index=self.features) for h, p in fitted.items()}
-        out = pd.DataFrame(table)
+        table = {h: pd.Series(p.named_steps["logreg"].coef_[0], index=self.inputs_of(h)) for h, p in fitted.items()}
+        out = pd.DataFrame(table).reindex(self.features)
         out.loc["(intercept)"] = [float(p.named_steps["logreg"].intercept_[0]) for p in fitted.values()]
         return out
 
@@ -108,8 +120,8 @@ class Stacker:
                 heads[h] = None
                 continue
             scale, logreg = p.named_steps["scale"], p.named_steps["logreg"]
-            heads[h] = {"mean": scale.mean_.tolist(), "scale": scale.scale_.tolist(), "coef": logreg.coef_[0].tolist(),
-                        "intercept": float(logreg.intercept_[0]), "C": float(logreg.C)}
+            heads[h] = {"inputs": self.inputs_of(h), "mean": scale.mean_.tolist(), "scale": scale.scale_.tolist(),
+                        "coef": logreg.coef_[0].tolist(), "intercept": float(logreg.intercept_[0]), "C": float(logreg.C)}
         return {"kind": "standardised logistic regression per head", "features": self.features, "heads": heads,
                 "fitted_rows": len(self.fitted_ids), "fitted_ids": sorted(self.fitted_ids)}
 
@@ -118,23 +130,48 @@ class Stacker:
         if list(data.get("features", [])) != list(STACK_FEATURES):
             raise ValueError(f"this stacker reads {data.get('features')}, the kit's stack features are "
                              f"{list(STACK_FEATURES)}: re-run notebook 05 (its stack and Save step) with this kit")
-        heads = {}
+        heads, inputs = {}, {}
         for h, d in data["heads"].items():
             if d is None:
                 heads[h] = None
                 continue
+            inputs[h] = list(d.get("inputs", data["features"]))  # stack.json files before inputs were chosen: all
             pipe = _pipeline(d.get("C", 1.0))
             scale, logreg = pipe.named_steps["scale"], pipe.named_steps["logreg"]
             scale.mean_, scale.scale_ = np.array(d["mean"]), np.array(d["scale"])
             scale.var_, scale.n_features_in_, scale.n_samples_seen_ = scale.scale_ ** 2, len(d["mean"]), 1
             logreg.coef_, logreg.intercept_ = np.array([d["coef"]]), np.array([d["intercept"]])
             logreg.classes_, logreg.n_features_in_ = np.array([0, 1]), len(d["coef"])
+            if len(d["coef"]) != len(inputs[h]):
+                raise ValueError(f"stack head {h!r} has {len(d['coef'])} weights for inputs {inputs[h]}: the file is damaged")
             heads[h] = pipe
-        return cls(heads, list(data["features"]), set(map(str, data.get("fitted_ids", []))))
+        return cls(heads, list(data["features"]), set(map(str, data.get("fitted_ids", []))), inputs)
 
 
-def fit_stacker(X: pd.DataFrame, labels: np.ndarray, ids: Sequence, folds: np.ndarray, *, C: float = 1.0) -> Stacker:
-    """Fit one pipeline per head on the out-of-fold rows that have faces and a known label.
+def _cv_log_loss(x: np.ndarray, y: np.ndarray, folds: np.ndarray, C: float) -> float:
+    """Log loss of each fold's rows answered by a pipeline fitted on the other folds' rows."""
+    p = cross_val_predict(_pipeline(C), x, y, cv=PredefinedSplit(folds), method="predict_proba")[:, 1]
+    return float(log_loss(y, p, labels=[0, 1]))
+
+
+def choose_inputs(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, *, C: float = 1.0) -> tuple[list[str], dict]:
+    """Every stack feature, or all but the image model's (`IMAGE_INPUTS`) when leaving them out predicts
+    the held-out folds better (lower cross-validated log loss); the losses compared. With fewer than two
+    folds, or a fold whose other folds hold one class only, every feature is kept."""
+    every = list(STACK_FEATURES)
+    without = [f for f in every if f not in IMAGE_INPUTS]
+    folds = np.asarray(folds)
+    if len(np.unique(folds)) < 2 or any(len(np.unique(y[folds != k])) < 2 for k in np.unique(folds)):
+        return every, {}
+    losses = {"with": _cv_log_loss(X[every].to_numpy(dtype=float), y, folds, C),
+              "without": _cv_log_loss(X[without].to_numpy(dtype=float), y, folds, C)}
+    return (without if losses["without"] < losses["with"] else every), losses
+
+
+def fit_stacker(X: pd.DataFrame, labels: np.ndarray, ids: Sequence, folds: np.ndarray, *, C: float = 1.0,
+                verbose: bool = True) -> Stacker:
+    """Fit one pipeline per head on the out-of-fold rows that have faces and a known label, on the inputs
+    `choose_inputs` keeps for that head (cross-validated over `folds`).
 
     `folds` is each row's fold; a row of the hold-out (fold -1) must never be among them."""
     folds = np.asarray(folds)
@@ -142,17 +179,23 @@ def fit_stacker(X: pd.DataFrame, labels: np.ndarray, ids: Sequence, folds: np.nd
         raise LeakageError(f"{int((folds < 0).sum())} hold-out row(s) (fold -1) passed to fit_stacker: "
                            "the stacker is fitted on out-of-fold rows only")
     rows = has_faces(X)
-    heads = {}
+    heads, inputs = {}, {}
     for i, h in enumerate(HEADS):
         use = rows & (labels[:, i] >= 0)
         y = labels[use, i].astype(int)
         if min(np.bincount(y, minlength=2)) < 2:  # a logistic regression needs both classes
-            print(f"stacker: {h} has {np.bincount(y, minlength=2).tolist()} rows of (0, 1) with faces; "
-                  "that head keeps the image model's answer")
+            if verbose:
+                print(f"stacker: {h} has {np.bincount(y, minlength=2).tolist()} rows of (0, 1) with faces; "
+                      "that head keeps the image model's answer")
             heads[h] = None
             continue
-        heads[h] = _pipeline(C).fit(X.loc[use, list(STACK_FEATURES)].to_numpy(dtype=float), y)
-    return Stacker(heads, list(STACK_FEATURES), set(map(str, np.asarray(ids)[rows])))
+        Xh = X.loc[use].reset_index(drop=True)
+        inputs[h], losses = choose_inputs(Xh, y, folds[use], C=C)
+        if verbose and losses and len(inputs[h]) < len(STACK_FEATURES):
+            print(f"stacker: the {h} head leaves out the image model's inputs (cross-validated log loss "
+                  f"{losses['without']:.3f} without them, {losses['with']:.3f} with)")
+        heads[h] = _pipeline(C).fit(Xh[inputs[h]].to_numpy(dtype=float), y)
+    return Stacker(heads, list(STACK_FEATURES), set(map(str, np.asarray(ids)[rows])), inputs)
 
 
 def cross_val_stack(X: pd.DataFrame, labels: np.ndarray, ids: Sequence, folds: np.ndarray, image_probs: np.ndarray,
@@ -163,6 +206,7 @@ def cross_val_stack(X: pd.DataFrame, labels: np.ndarray, ids: Sequence, folds: n
     ids = np.asarray(ids)
     for k in np.unique(folds):
         train, test = folds != k, folds == k
-        stacker = fit_stacker(X[train].reset_index(drop=True), labels[train], ids[train], folds[train], C=C)
+        stacker = fit_stacker(X[train].reset_index(drop=True), labels[train], ids[train], folds[train], C=C,
+                              verbose=False)
         out[test] = stacker.predict(X[test].reset_index(drop=True), image_probs[test], ids[test], unseen=True)
     return out
