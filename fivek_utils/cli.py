@@ -382,6 +382,7 @@ def _dropped_if_empty(block, log):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .core.config import Config  # light: the detector defaults the configs use
     parser = argparse.ArgumentParser(prog="fivek", description="fivek: Zalo AI 2021 5K Compliance kit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
 
@@ -417,10 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="train, public_test or private_test (default train)")
     p.add_argument("--detector", default="blazeface", choices=["blazeface", "mtcnn", "truth"])
     p.add_argument("--min-face-size", type=int, default=12, help="smallest face, pixels of the original photo")
-    p.add_argument("--min-confidence", type=float, default=0.4, help="lowest confidence kept")
+    p.add_argument("--min-confidence", type=float, default=Config.face_min_confidence,
+                   help=f"lowest confidence kept (default {Config.face_min_confidence}, as configs; mtcnn: 0.8-0.9)")
     p.add_argument("--model", default="back", help="blazeface: back, full_range, full_range_sparse or short_range")
     p.add_argument("--upscale", type=float, default=1.0, help="blazeface: tiles of the photo enlarged this much; 0: none")
-    p.add_argument("--min-support", type=int, default=3, help="blazeface: anchors that must agree on a face")
+    p.add_argument("--min-support", type=int, default=Config.face_min_support,
+                   help=f"blazeface: anchors that must agree on a face (default {Config.face_min_support})")
     p.add_argument("--sample", type=int, default=0, help="only this many images of the split (seeded); 0: all")
     p.add_argument("--boxes", help="annotated faces (CSV: fname,x0,y0,x1,y1,state): score the detector against them")
     p.add_argument("--out", help="with --boxes: also write the scores as JSON here")

@@ -139,10 +139,10 @@ class Config:
     face_stage: bool = False
     face_detector: str = "blazeface"  # "blazeface" or "mtcnn" (photos), "truth" (the generator's head boxes: synthetic data only)
     face_min_size: int = 12  # smallest face the detector reports, pixels of the original photo
-    face_min_confidence: float = 0.4  # lowest confidence kept (BlazeFace scores masked faces low; MTCNN: 0.8-0.9)
+    face_min_confidence: float = 0.3  # lowest confidence kept (BlazeFace scores masked faces low; MTCNN: 0.8-0.9)
     face_detector_model: str = "back"  # blazeface: "back" (256 px), "full_range", "full_range_sparse" (192), "short_range" (128)
     face_upscale: float = 1.0  # blazeface: tiles of the photo enlarged this many times (0: the whole photo only)
-    face_min_support: int = 3  # blazeface: anchors that must agree on a face (a false one fires few)
+    face_min_support: int = 4  # blazeface: anchors that must agree on a face (a false one fires few)
     face_margin: float = 1.3  # a crop is this many times the face box's longer side
     face_crop_size: int = 48  # crops are resized to this side
     face_max_per_image: int = 0  # 0: every face found (the mask is about everyone); n: the n largest
