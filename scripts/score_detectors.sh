@@ -24,6 +24,9 @@ PY
 }
 echo "| detector and settings | recall | recall >= 16 px | masked >= 16 px | recall 12-16 / 16-24 / 24-32 / 32-64 / >= 64 px | false per photo | unmasked photos, none found | face-stage mask AUC ceiling | photos/s |"
 echo "|---|---|---|---|---|---|---|---|---|"
+score blazeface-back-x1-c0.3-s4 --detector blazeface --model back --upscale 1 --min-confidence 0.3 --min-support 4
+score blazeface-back-x1-c0.3-s3 --detector blazeface --model back --upscale 1 --min-confidence 0.3 --min-support 3
+score blazeface-back-x1-c0.3-s1 --detector blazeface --model back --upscale 1 --min-confidence 0.3 --min-support 1
 score blazeface-back-x1-c0.4-s3 --detector blazeface --model back --upscale 1 --min-confidence 0.4 --min-support 3
 score blazeface-back-x1-c0.4-s1 --detector blazeface --model back --upscale 1 --min-confidence 0.4 --min-support 1
 score blazeface-back-x1-c0.5-s3 --detector blazeface --model back --upscale 1 --min-confidence 0.5 --min-support 3
