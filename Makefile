@@ -21,20 +21,23 @@ EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt pyproject.toml
+# requirements-nodeps.txt: wheels the kit reads a model file from, whose metadata pins versions it does not use
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(EDITABLE) $(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the kit and its dependencies
 
-$(COMPAT_VENV)/.installed: requirements.txt pyproject.toml $(CONSTRAINTS)
+$(COMPAT_VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml $(CONSTRAINTS)
 	rm -rf $(COMPAT_VENV)
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_BIN)/python -m pip install --quiet --upgrade pip
 	$(COMPAT_BIN)/python -m pip install --quiet -r requirements.txt $(addprefix -c ,$(CONSTRAINTS))
+	$(COMPAT_BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(EDITABLE) $(COMPAT_BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 

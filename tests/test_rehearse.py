@@ -32,7 +32,7 @@ def test_the_overlay_keeps_every_full_yaml_setting_but_data_sizes_and_epochs():
                      ("04", "EfficientNetV2S", "imagenet21k", False), ("05", "EfficientNetV2S", "imagenet21k", False),
                      ("05", "EfficientNetV2B0", "imagenet21k", True)}
     nb05 = reh.pipeline["notebooks"]["05"]
-    assert nb05["folds"] == 5 and nb05["face_stage"] is True and reh.pipeline["face_detector"] == "blazeface"
+    assert nb05["folds"] == 5 and nb05["face_stage"] is True and reh.pipeline["face_detector"] == "retinaface"
     assert reh.pipeline["mixed_precision"] == "auto" and reh.pipeline["notebooks"]["04"]["progressive_preset"] == "S"
     assert "prepare" not in reh.pipeline
     check_pipeline(reh.pipeline, list_notebooks(), "the rehearsal")  # what `fivek run` checks first
@@ -144,5 +144,5 @@ def test_a_failed_notebook_is_reported_with_the_full_yaml_settings_it_ran_with()
     stem = rh.FAILED.search(output).group(1)
     text = rh._failure_settings(reh, stem)
     assert text.startswith("05-kfold-ensemble.ipynb ran with these full.yaml settings:")
-    assert "notebooks.05.face_weights='imagenet21k'" in text and "face_detector='blazeface'" in text
+    assert "notebooks.05.face_weights='imagenet21k'" in text and "face_detector='retinaface'" in text
     assert "notebooks.05.folds=5" in text and "epochs_finetune 12 -> 1" in text

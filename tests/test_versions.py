@@ -62,6 +62,16 @@ def test_requirements_txt_has_the_supported_ranges_beside_its_test_tools():
     assert set(declared) - set(SUPPORTED) == {"jupyter", "pytest", "pytest-xdist", "jax"}  # test tools; a run needs none
 
 
+def test_no_deps_requirements_are_pinned_and_not_pyproject_dependencies():
+    """requirements-nodeps.txt (installed with --no-deps) says what NO_DEPS says: exact pins, so both
+    environments read the same model file, and none of them a dependency pip would resolve."""
+    declared = ranges(requirement_lines(CODE_ROOT / "requirements-nodeps.txt"))
+    assert declared == {canonicalize_name(n): SpecifierSet(s) for n, s in V.NO_DEPS.items()}
+    assert all(len(s) == 1 and next(iter(s)).operator == "==" for s in declared.values())
+    assert not set(declared) & set(SUPPORTED)
+    assert set(V.CHECKED) == set(SUPPORTED) | set(V.NO_DEPS)
+
+
 def test_every_lower_bound_is_a_version_test_compat_installs():
     colab, lower = pins(CONSTRAINTS["colab.txt"]), pins(CONSTRAINTS["lower-bounds.txt"])
     assert not set(colab) & set(lower), "a package is pinned in both constraint files"

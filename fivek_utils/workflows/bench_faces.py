@@ -23,11 +23,12 @@ def detector_speed(name: str = "mtcnn", sizes=(512, 1024, 2048), repeats: int = 
     the faces it found (one per photo)."""
     from PIL import Image
 
-    from ..core.config import Config
-    from .faces import detect_images, detector_for, detector_settings
+    from ..modeling.face_detector import TUNED
+    from .faces import detect_images, detector_for
 
-    # BlazeFace at the kit's defaults (tiles included); MTCNN at its own (20 px, 0.9), as before
-    settings = detector_settings(Config(face_detector=name)) if name == "blazeface" else {}
+    # RetinaFace and BlazeFace at their settings chosen on real photos (BlazeFace's tiles included); MTCNN at
+    # its own (20 px, 0.9), as before
+    settings = TUNED[name] if name != "mtcnn" else {}
     detector = detector_for(name, PHOTOS_DIR, **settings)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,7 +52,8 @@ def detector_speed(name: str = "mtcnn", sizes=(512, 1024, 2048), repeats: int = 
 
 def bench_faces(*, data_dir: str | None = None, crop_size: int = 40, repeats: int = 5, batch_size: int = 256,
                 sizes: tuple[int, ...] = (512, 1024, 2048)) -> dict:
-    """BlazeFace's and MTCNN's speed on real photos; truth boxes, crops and face-model inference on the close-up set."""
+    """RetinaFace's, BlazeFace's and MTCNN's speed on real photos; truth boxes, crops and face-model inference
+    on the close-up set."""
     from ..data.crops import extract_crops
     from ..data.meta import load_meta
     from ..modeling.face_model import build_face_model, predict_faces
@@ -59,6 +61,7 @@ def bench_faces(*, data_dir: str | None = None, crop_size: int = 40, repeats: in
     from .faces import detect_dataset
 
     result = {"machine": _machine(), "settings": {"crop_size": crop_size, "repeats": repeats, "sizes": list(sizes)}}
+    result["retinaface"] = detector_speed("retinaface", sizes, repeats=repeats)
     result["blazeface"] = detector_speed("blazeface", sizes, repeats=repeats)
     result["mtcnn"] = detector_speed("mtcnn", sizes, repeats=repeats)
     root = bench_data(data_dir)

