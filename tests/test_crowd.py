@@ -80,6 +80,23 @@ def test_a_crowd_trains_in_batches_of_one_shape_and_one_face_decides_its_bag(cro
     assert bag_probabilities(p, np.array([CROWD]))[0] < 0.01
 
 
+def test_an_epoch_is_one_pass_over_the_bags_however_large_the_largest():
+    """Every usable bag trains exactly once an epoch, in about as many batches as its crops fill: a crowd of
+    100 among 60 small bags makes no epoch of many passes (the blank-labelled and faceless images: none)."""
+    from fivek_utils.data.crops import FaceCrops
+
+    counts = np.array([CROWD] + [1, 2, 3] * 20 + [0])
+    labels = np.array([0.0] + [1.0, 0.0, -1.0] * 20 + [1.0], "float32")
+    crops = FaceCrops(np.zeros((int(counts.sum()), 4, 4, 3), "uint8"), np.repeat(np.arange(len(counts)), counts), counts)
+    usable = np.flatnonzero((labels >= 0) & (counts > 0))
+    crops_in = int(counts[usable].sum())  # 100 + 20 x (1 + 2)
+    for seed in range(3):
+        batches = BagBatches(crops, labels, 64, seed=seed)
+        assert sorted(r for plan in batches.plan for r in plan) == usable.tolist()  # each usable bag once
+        assert len(batches) <= crops_in // (CROWD // 2) + 1  # batches of 100 crops, at least half full but the last
+        assert {batches[i][0].shape for i in range(len(batches))} == {(CROWD, 4, 4, 3)}
+
+
 def test_the_face_mistakes_gallery_draws_every_face_and_the_deciding_one(crowd, tmp_path, monkeypatch):
     import fivek_utils.core.plots as plots
 

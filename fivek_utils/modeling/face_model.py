@@ -81,9 +81,10 @@ class BagBatches(keras.utils.PyDataset):
     The bags are shuffled (seeded: one `BagBatches` is one epoch; `FaceTrainer` makes one per epoch, so
     the order never depends on when Keras prefetches) and packed in order, a bag going to the next batch
     when it does not fit; the rest of a batch is filled with copies of its own crops under a bag
-    labelled blank (-1), which the loss leaves out. An epoch has a fixed number of batches, enough for
-    any packing; batches left over once every bag is placed are packed from bags drawn again at random,
-    so every usable image trains at least once an epoch.
+    labelled blank (-1), which the loss leaves out. An epoch is one pass: every usable image trains
+    exactly once, in as many batches as its packing takes (a few more or fewer between epochs). Its
+    length does not grow with the largest bag: a photo of 100 faces makes a batch of 100 crops, not an
+    epoch of many passes.
     """
 
     def __init__(self, crops: FaceCrops, labels: np.ndarray, crops_per_batch: int = 64, seed=0, **kwargs):
@@ -96,10 +97,6 @@ class BagBatches(keras.utils.PyDataset):
         self.n_bags = len(self.usable)
         largest = int(crops.counts[self.usable].max()) if self.n_bags else 1
         self.capacity = max(int(crops_per_batch), largest)
-        # packing in order closes a batch only when the next bag does not fit, so every closed batch holds
-        # more than capacity - largest crops: this many batches always suffice
-        total = int(crops.counts[self.usable].sum())
-        self.n_batches = total // (self.capacity - largest + 1) + 1 if self.n_bags else 0
         self._plan()
 
     def _pack(self, order: np.ndarray) -> list[list[int]]:
@@ -114,13 +111,7 @@ class BagBatches(keras.utils.PyDataset):
         return batches + ([current] if current else [])
 
     def _plan(self) -> None:
-        if not self.n_bags:
-            self.plan = []
-            return
-        plan = self._pack(self.usable[self.rng.permutation(self.n_bags)])
-        while len(plan) < self.n_batches:  # fill the epoch's fixed length with bags drawn again
-            plan += self._pack(self.usable[self.rng.permutation(self.n_bags)])[: self.n_batches - len(plan)]
-        self.plan = plan[: self.n_batches]
+        self.plan = self._pack(self.usable[self.rng.permutation(self.n_bags)]) if self.n_bags else []
 
     def __len__(self) -> int:
         return len(self.plan)
