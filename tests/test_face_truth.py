@@ -111,6 +111,7 @@ def test_the_command_line_scores_a_detector(tmp_path):
     assert bad.returncode != 0 and "missing.csv" in bad.stderr
 
 
+@pytest.mark.slow  # two fresh interpreters loading TensorFlow: about 9 s
 def test_fivek_faces_scores_the_default_detector_at_its_tuned_settings_and_names_a_wrong_flag(tmp_path):
     """`fivek faces DIR --boxes FILE` with no detector named: the configs' default, at its settings
     chosen on real photos; a flag the detector does not take stops with its name."""
