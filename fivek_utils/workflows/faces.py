@@ -21,10 +21,12 @@ from ..data.faces import (DetectionError, Detections, ImageFaces, cache_path, de
                           write_cache)
 from ..data.images import ImageReadError, image_info, open_rgb
 from ..data.meta import load_meta, split_paths
-from ..modeling.face_detector import make_detector
+from ..modeling.face_detector import OPTIONS, make_detector
 
 FACES_DIR = INTERIM_DATA_DIR / "faces"
 DEFAULT = "default"  # cache_dir: FACES_DIR as it is when called
+# a detector option -> the config field that sets it (BlazeFace's tile overlap has none: its default)
+CONFIG_FIELDS = {"upscale": "face_upscale", "model": "face_detector_model", "min_support": "face_min_support"}
 
 
 @dataclass
@@ -37,12 +39,11 @@ class SplitFaces:
 
 
 def detector_settings(cfg: Config) -> dict[str, Any]:
-    """The detector settings of a config, as `make_detector` takes them (each detector's own only for it)."""
+    """The detector settings of a config, as `make_detector` takes them: the common ones, then the options
+    of its detector (`face_detector.OPTIONS`) that a config sets."""
     out: dict[str, Any] = {"min_face_size": cfg.face_min_size, "min_confidence": cfg.face_min_confidence}
-    if cfg.face_detector == "retinaface":
-        out.update(upscale=cfg.face_upscale)
-    if cfg.face_detector == "blazeface":
-        out.update(model=cfg.face_detector_model, upscale=cfg.face_upscale, min_support=cfg.face_min_support)
+    own = OPTIONS.get(cfg.face_detector, ())
+    out.update({option: getattr(cfg, field) for option, field in CONFIG_FIELDS.items() if option in own})
     return out
 
 
