@@ -183,8 +183,9 @@ class FaceTrainer:
     optimizer's state (step count, moments) to zero. Building and tracing an EfficientNet's train step
     costs more than a few epochs on a CPU, so the folds share it instead of each tracing its own.
 
-    The warm-up + cosine schedule spans `epochs` x `steps_per_epoch` (the largest fold's); a fold with
-    fewer batches ends a step or two before the learning rate reaches zero. The whole backbone trains
+    The warm-up + cosine schedule spans `epochs` x `steps_per_epoch` (the largest fold's, from one seeded
+    packing; an epoch's own packing may take a batch or two more or fewer): a fold with fewer batches ends
+    a few steps before the learning rate reaches zero, and steps past the end train at zero. The whole backbone trains
     (BatchNorm frozen when `freeze_batchnorm`, right for pretrained weights), AdamW.
     """
 
@@ -248,7 +249,8 @@ def epoch_line(epoch: int, epochs: int, logs: dict, seconds: float) -> str:
 
 
 def bag_batches_per_epoch(crops: FaceCrops, labels: np.ndarray, crops_per_batch: int = 64) -> int:
-    """How many batches `BagBatches` makes of these bags in an epoch."""
+    """How many batches `BagBatches` makes of these bags in an epoch (its seed-0 packing; other epochs'
+    packings differ by a batch or two)."""
     return len(BagBatches(crops, labels, crops_per_batch))
 
 
