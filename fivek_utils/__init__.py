@@ -78,6 +78,7 @@ _EXPORTS = {
     "plot_face_counts": "workflows.faces", "detector_settings": "workflows.faces", "score_dataset": "workflows.faces",
     "plot_face_mistakes": "workflows.face_gallery",
     "load_boxes": "data.face_truth", "score_detections": "data.face_truth",
+    "score_face_model": "workflows.face_scores", "plot_face_scores": "workflows.face_scores",
     "face_data": "workflows.face_kfold", "run_face_kfold": "workflows.face_kfold", "FaceFoldsJob": "workflows.face_kfold",
     "stack_kfold": "workflows.stacking", "stack_gain_table": "workflows.stacking", "save_stack": "workflows.stacking",
     "load_stack": "workflows.stacking", "plot_stack_gains": "workflows.stacking",

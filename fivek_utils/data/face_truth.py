@@ -16,12 +16,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .crops import ordered_faces
 from .faces import Detections
 
 STATES = ("with_mask", "without_mask", "incorrect")  # "incorrect": worn below the nose, not a mask for the task
 HEIGHT_BINS = (0, 12, 16, 24, 32, 64, np.inf)
 HEIGHT_LABELS = ("<12", "12-16", "16-24", "24-32", "32-64", ">=64")
 MATCH_IOU = 0.3
+UNANNOTATED = "unannotated"  # a detection that matches no annotated face
 
 
 class BoxesError(ValueError):
@@ -146,3 +148,25 @@ def score_detections(detections: Detections, boxes: pd.DataFrame, *, seconds: fl
 def boxes_for(boxes: pd.DataFrame, fnames: Sequence[str]) -> pd.DataFrame:
     """The annotated faces of `fnames` only."""
     return boxes[boxes["fname"].isin(set(fnames))].reset_index(drop=True)
+
+
+def crop_states(detections: Detections, boxes: pd.DataFrame, fnames: Sequence[str], *, max_faces: int | None = None,
+                iou: float = MATCH_IOU) -> pd.DataFrame:
+    """One row per face crop of `fnames`, in the order `data.crops` cuts them (each photo's faces largest
+    first, at most `max_faces`): `row` (the photo's position in `fnames`), `fname`, `height`, `confidence`
+    and `state`, the annotated state of the face it found or `UNANNOTATED` (a false detection, or a face
+    the annotators did not box)."""
+    by_fname = {f: g for f, g in boxes.groupby("fname")}
+    rows = []
+    for r, fname in enumerate(fnames):
+        faces = ordered_faces(detections[fname].faces, max_faces) if fname in detections.images else []
+        states = [UNANNOTATED] * len(faces)
+        truth = by_fname.get(fname)
+        if truth is not None and faces:
+            found = np.array([f.box for f in faces], float).reshape(-1, 4)
+            owner = match(truth[["x0", "y0", "x1", "y1"]].to_numpy(), found, [f.confidence for f in faces], iou)
+            for state, d in zip(truth["state"], owner):
+                if d >= 0:
+                    states[d] = state
+        rows += [(r, fname, f.height, f.confidence, s) for f, s in zip(faces, states)]
+    return pd.DataFrame(rows, columns=["row", "fname", "height", "confidence", "state"])
