@@ -68,3 +68,14 @@ def test_probabilities_that_do_not_fit_the_crops_are_refused(tmp_path):
     boxes, det = make_set(tmp_path)
     with pytest.raises(ValueError, match="crop probabilities"):
         score_face_model(det, boxes, ["a.jpg", "b.jpg", "c.jpg"], np.full(5, 0.5), np.array([2, 2, 1]), np.array([0, 0, 1]))
+
+
+def test_a_photo_whose_faces_were_found_but_not_cut_is_left_out(tmp_path):
+    boxes, det = make_set(tmp_path)
+    # photo b could not be read when the crops were cut: no crops, so no probabilities for its two faces
+    p = np.array([0.2, 0.9, 0.95, 0.1])
+    s = score_face_model(det, boxes, ["a.jpg", "b.jpg", "c.jpg"], p, np.array([2, 0, 2]), np.array([0, 0, 1]))
+    assert s.summary["faces"] == 4 and s.summary["annotated"] == 3
+    assert s.faces["fname"].tolist() == ["a.jpg", "a.jpg", "c.jpg", "c.jpg"]
+    with pytest.raises(ValueError, match="crop counts"):
+        score_face_model(det, boxes, ["a.jpg", "b.jpg", "c.jpg"], p, np.array([2, 2]), np.array([0, 0, 1]))

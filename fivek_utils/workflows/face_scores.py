@@ -57,6 +57,10 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
     `counts` crops each and photo mask labels `mask_labels` (-1: blank)."""
     faces = crop_states(detections, boxes, list(fnames), max_faces=max_faces or None)
     crop_probs, counts = np.asarray(crop_probs, float), np.asarray(counts, int)
+    if len(counts) != len(fnames):
+        raise ValueError(f"{len(counts)} crop counts for {len(fnames)} photos")
+    # a photo whose faces were found but not cut (unreadable when cropping: FaceCrops.errors) has no crops
+    faces = faces[counts[faces["row"].to_numpy()] > 0].reset_index(drop=True)
     if len(faces) != len(crop_probs) or not np.array_equal(np.bincount(faces["row"], minlength=len(counts)), counts):
         raise ValueError(f"{len(crop_probs)} crop probabilities for {len(faces)} detected faces (crops per photo "
                          "differ): pass the detections and the max_faces the crops were cut with")
