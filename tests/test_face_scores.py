@@ -25,7 +25,8 @@ def make_set(tmp_path):
         "a.jpg": ImageFaces("a.jpg", 200, 100, [Face((0, 0, 10, 10), 0.9), Face((50, 0, 90, 40), 0.8)]),
         "b.jpg": ImageFaces("b.jpg", 200, 100, [Face((1, 1, 40, 40), 0.9), Face((100, 0, 170, 72), 0.7)]),
         # an unannotated face (a false detection, or one the annotators left out) beside the annotated one
-        "c.jpg": ImageFaces("c.jpg", 200, 100, [Face((0, 0, 30, 30), 0.95), Face((120, 20, 140, 40), 0.6)]),
+        # (its annotated face is 30 px high, the detector's box 34: faces are binned by the annotated height)
+        "c.jpg": ImageFaces("c.jpg", 200, 100, [Face((0, 0, 30, 34), 0.95), Face((120, 20, 140, 40), 0.6)]),
     })
     return load_boxes(tmp_path / "faces.csv"), det
 
@@ -34,7 +35,8 @@ def test_crop_states_follow_the_crops_order_largest_face_first(tmp_path):
     boxes, det = make_set(tmp_path)
     states = crop_states(det, boxes, ["a.jpg", "b.jpg", "c.jpg"])
     assert states["state"].tolist() == ["without_mask", "with_mask", "incorrect", "with_mask", "with_mask", UNANNOTATED]
-    assert states["row"].tolist() == [0, 0, 1, 1, 2, 2] and states["height"].tolist() == [40, 10, 72, 39, 30, 20]
+    assert states["row"].tolist() == [0, 0, 1, 1, 2, 2] and states["height"].tolist() == [40, 10, 72, 39, 34, 20]
+    assert states["annotated_height"].tolist()[:5] == [40, 10, 70, 40, 30] and np.isnan(states["annotated_height"].iloc[5])
     assert crop_states(det, boxes, ["a.jpg"], max_faces=1)["state"].tolist() == ["without_mask"]  # the n largest only
 
 
@@ -48,7 +50,8 @@ def test_face_auc_unannotated_detections_and_what_they_cost(tmp_path):
     y = np.array([0, 1, 0, 1, 1])
     assert s.summary["face_auc"] == pytest.approx(roc_auc_score(y, p[annotated]))
     assert s.summary["annotated"] == 5 and s.summary["unannotated"] == 1
-    assert s.summary["unannotated_called_unmasked"] == 1 and s.summary["unannotated_called_unmasked_in_masked_photos"] == 1
+    assert s.summary["unannotated_called_unmasked"] == 1 and s.summary["masked_photos_with_unannotated_unmasked"] == 1
+    assert s.summary["photos_scored"] == 3 and s.summary["photos_without_face"] == 0
     # photo c (labelled masked) looks unmasked only through its unannotated face: answered masked, it ranks first
     bags = np.array([0.2 * 0.9, 0.6 * 0.7, 0.95 * 0.1])
     assert s.summary["photo_auc"] == pytest.approx(roc_auc_score(labels, bags))
@@ -58,6 +61,7 @@ def test_face_auc_unannotated_detections_and_what_they_cost(tmp_path):
     by_height = s.by_height.set_index("height")
     assert by_height.loc["32-64", "faces"] == 2 and by_height.loc["32-64", "unmasked"] == 1
     assert by_height.loc["32-64", "face_auc"] == 1.0  # without_mask 0.2 below with_mask 0.7
+    assert by_height.loc["24-32", "faces"] == 1  # photo c's face: 30 px annotated (its box 34 px)
     assert np.isnan(by_height.loc["<12", "face_auc"])  # one class only: no AUC
     assert "face mask AUC" in str(s)
     fig = plot_face_scores({"out-of-fold": s})
@@ -79,3 +83,24 @@ def test_a_photo_whose_faces_were_found_but_not_cut_is_left_out(tmp_path):
     assert s.faces["fname"].tolist() == ["a.jpg", "a.jpg", "c.jpg", "c.jpg"]
     with pytest.raises(ValueError, match="crop counts"):
         score_face_model(det, boxes, ["a.jpg", "b.jpg", "c.jpg"], p, np.array([2, 2]), np.array([0, 0, 1]))
+
+
+def test_unscored_crops_and_photos_without_a_face_stay_out_of_every_count(tmp_path):
+    boxes, det = make_set(tmp_path)
+    det.images["c.jpg"].faces.append(Face((150, 20, 170, 40), 0.7))  # a second unannotated face in photo c
+    det.images["d.jpg"] = ImageFaces("d.jpg", 200, 100, [])  # no face found
+    fnames = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    labels = np.array([0, 1, 1, 1])
+    p = np.array([0.2, 0.9, 0.6, 0.7, 0.95, 0.1, 0.3])
+    s = score_face_model(det, boxes, fnames, p, np.array([2, 2, 3, 0]), labels)
+    assert s.summary["unannotated_called_unmasked"] == 2 and s.summary["masked_photos_with_unannotated_unmasked"] == 1
+    assert s.summary["photos_scored"] == 3 and s.summary["photos_without_face"] == 1
+    # a crop without a probability (its fold not predicted) counts nowhere, and its photo leaves both photo AUCs
+    p[5] = np.nan
+    s = score_face_model(det, boxes, fnames, p, np.array([2, 2, 3, 0]), labels)
+    assert s.summary["faces"] == 6 and s.summary["annotated"] + s.summary["unannotated"] == 6
+    assert s.summary["photos_scored"] == 2 and s.summary["photo_auc"] == s.summary["photo_auc_unannotated_masked"] == 1.0
+    # no face found anywhere: nothing to score, no error
+    empty = score_face_model(det, boxes, ["d.jpg"], np.zeros(0), np.array([0]), np.array([1]))
+    assert empty.summary["faces"] == 0 and np.isnan(empty.summary["face_auc"]) and np.isnan(empty.summary["photo_auc"])
+    assert "0 faces found" in str(empty)

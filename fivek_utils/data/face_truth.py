@@ -153,20 +153,22 @@ def boxes_for(boxes: pd.DataFrame, fnames: Sequence[str]) -> pd.DataFrame:
 def crop_states(detections: Detections, boxes: pd.DataFrame, fnames: Sequence[str], *, max_faces: int | None = None,
                 iou: float = MATCH_IOU) -> pd.DataFrame:
     """One row per face crop of `fnames`, in the order `data.crops` cuts them (each photo's faces largest
-    first, at most `max_faces`): `row` (the photo's position in `fnames`), `fname`, `height`, `confidence`
-    and `state`, the annotated state of the face it found or `UNANNOTATED` (a false detection, or a face
-    the annotators did not box)."""
+    first, at most `max_faces`): `row` (the photo's position in `fnames`), `fname`, `height` (the detected
+    box's), `confidence`, `state` (the annotated state of the face it found, or `UNANNOTATED`: a false
+    detection, or a face the annotators did not box) and `annotated_height` (that face's box; NaN when
+    unannotated). A photo with no row in `boxes` has every detection unannotated."""
     by_fname = {f: g for f, g in boxes.groupby("fname")}
     rows = []
     for r, fname in enumerate(fnames):
         faces = ordered_faces(detections[fname].faces, max_faces) if fname in detections.images else []
-        states = [UNANNOTATED] * len(faces)
+        states, heights = [UNANNOTATED] * len(faces), [np.nan] * len(faces)
         truth = by_fname.get(fname)
         if truth is not None and faces:
             found = np.array([f.box for f in faces], float).reshape(-1, 4)
             owner = match(truth[["x0", "y0", "x1", "y1"]].to_numpy(), found, [f.confidence for f in faces], iou)
-            for state, d in zip(truth["state"], owner):
+            for state, height, d in zip(truth["state"], truth["height"], owner):
                 if d >= 0:
-                    states[d] = state
-        rows += [(r, fname, f.height, f.confidence, s) for f, s in zip(faces, states)]
-    return pd.DataFrame(rows, columns=["row", "fname", "height", "confidence", "state"])
+                    states[d], heights[d] = state, float(height)
+        rows += [(r, fname, float(f.height), float(f.confidence), s, h) for f, s, h in zip(faces, states, heights)]
+    columns = {"row": int, "fname": str, "height": float, "confidence": float, "state": str, "annotated_height": float}
+    return pd.DataFrame(rows, columns=list(columns)).astype(columns)

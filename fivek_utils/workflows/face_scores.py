@@ -28,33 +28,33 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
-def _photo_auc(labels: np.ndarray, bags: np.ndarray) -> float:
-    known = (labels >= 0) & np.isfinite(bags)
-    return _auc(labels[known].astype(int), bags[known])
-
-
 @dataclass
 class FaceScores:
     """Per-face and per-photo scores of one set of crop probabilities (see `score_face_model`)."""
 
-    faces: pd.DataFrame  # one row per crop: row, fname, height, confidence, state, p (P(masked))
-    by_height: pd.DataFrame  # per height bin: annotated faces, unmasked ones, face mask AUC (chance 0.5)
+    faces: pd.DataFrame  # one row per crop: row, fname, height, confidence, state, annotated_height, p (P(masked))
+    by_height: pd.DataFrame  # per annotated height bin: faces, unmasked ones, face mask AUC (chance 0.5)
     summary: dict
 
     def __str__(self) -> str:
         s = self.summary
-        return (f"{s['faces']} faces found: {s['annotated']} annotated, face mask AUC {s['face_auc']:.3f} (chance 0.5); "
-                f"{s['unannotated']} unannotated, {s['unannotated_called_unmasked']} of them called unmasked "
-                f"(P < 0.5), {s['unannotated_called_unmasked_in_masked_photos']} in photos labelled masked; photo mask "
-                f"AUC {s['photo_auc']:.3f}, {s['photo_auc_unannotated_masked']:.3f} with every unannotated face "
-                "answered masked")
+        return (f"{s['faces']} faces found and scored: {s['annotated']} annotated, face mask AUC {s['face_auc']:.3f} "
+                f"(chance 0.5); {s['unannotated']} unannotated, {s['unannotated_called_unmasked']} of them called "
+                f"unmasked (P < 0.5), in {s['masked_photos_with_unannotated_unmasked']} photos labelled masked. Photo "
+                f"mask AUC {s['photo_auc']:.3f} on the {s['photos_scored']} photos with a face found "
+                f"({s['photos_without_face']} without one left out), {s['photo_auc_unannotated_masked']:.3f} with "
+                "every unannotated face answered masked")
 
 
 def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequence[str], crop_probs: np.ndarray,
                      counts: np.ndarray, mask_labels: np.ndarray, *, max_faces: int | None = None) -> FaceScores:
     """Score P(masked) per crop (`crop_probs`, in the crops' order: each photo's faces largest first;
     NaN where a crop has none) against the annotated faces in `boxes`, for the photos `fnames` with
-    `counts` crops each and photo mask labels `mask_labels` (-1: blank)."""
+    `counts` crops each and photo mask labels `mask_labels` (-1: blank).
+
+    Faces are binned by their annotated height (as `score_detections` bins recall). The photo AUCs are
+    taken on the same photos: a known label and every crop scored; photos without a face found are left
+    out (counted), since the face model has nothing to say about them."""
     faces = crop_states(detections, boxes, list(fnames), max_faces=max_faces or None)
     crop_probs, counts = np.asarray(crop_probs, float), np.asarray(counts, int)
     if len(counts) != len(fnames):
@@ -65,25 +65,30 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
         raise ValueError(f"{len(crop_probs)} crop probabilities for {len(faces)} detected faces (crops per photo "
                          "differ): pass the detections and the max_faces the crops were cut with")
     faces["p"] = crop_probs
-    scored = faces[np.isfinite(faces["p"]) & (faces["state"] != UNANNOTATED)]
+    known_p = np.isfinite(crop_probs)
+    unannotated = (faces["state"] == UNANNOTATED).to_numpy()
+    scored = faces[known_p & ~unannotated]
     masked = (scored["state"] == "with_mask").to_numpy().astype(int)
-    bins = pd.cut(scored["height"], HEIGHT_BINS, labels=HEIGHT_LABELS, right=False)
+    bins = pd.cut(scored["annotated_height"], HEIGHT_BINS, labels=HEIGHT_LABELS, right=False).to_numpy()
+    p_scored = scored["p"].to_numpy()
     by_height = pd.DataFrame([{"height": str(b), "faces": int((bins == b).sum()),
                                "unmasked": int(((bins == b) & (masked == 0)).sum()),
-                               "face_auc": _auc(masked[(bins == b).to_numpy()], scored["p"].to_numpy()[(bins == b).to_numpy()])}
-                              for b in HEIGHT_LABELS])
+                               "face_auc": _auc(masked[bins == b], p_scored[bins == b])} for b in HEIGHT_LABELS])
     labels = np.asarray(mask_labels, float)
-    other = faces[(faces["state"] == UNANNOTATED) & np.isfinite(faces["p"])]
+    other = faces[known_p & unannotated]
     low = other[other["p"] < 0.5]
-    answered = np.where((faces["state"] == UNANNOTATED).to_numpy(), 1.0, crop_probs)
+    bags = bag_probabilities(crop_probs, counts)
+    answered = bag_probabilities(np.where(known_p & unannotated, 1.0, crop_probs), counts)
+    rows = (labels >= 0) & np.isfinite(bags)  # the same photos for both photo AUCs
     summary = {
-        "faces": int(len(faces)), "annotated": int(len(scored)), "face_auc": _auc(masked, scored["p"].to_numpy()),
-        "mean_p_by_state": {s: round(float(faces.loc[faces["state"] == s, "p"].mean()), 3)
-                            for s in (*STATES, UNANNOTATED) if (faces["state"] == s).any()},
+        "faces": int(known_p.sum()), "annotated": int(len(scored)), "face_auc": _auc(masked, p_scored),
+        "mean_p_by_state": {s: round(float(faces.loc[known_p & (faces["state"] == s).to_numpy(), "p"].mean()), 3)
+                            for s in (*STATES, UNANNOTATED) if (known_p & (faces["state"] == s).to_numpy()).any()},
         "unannotated": int(len(other)), "unannotated_called_unmasked": int(len(low)),
-        "unannotated_called_unmasked_in_masked_photos": int((labels[low["row"].to_numpy()] == 1).sum()),
-        "photo_auc": _photo_auc(labels, bag_probabilities(crop_probs, counts)),
-        "photo_auc_unannotated_masked": _photo_auc(labels, bag_probabilities(answered, counts)),
+        "masked_photos_with_unannotated_unmasked": int(low.loc[labels[low["row"].to_numpy()] == 1, "row"].nunique()),
+        "photos_scored": int(rows.sum()), "photos_without_face": int(((labels >= 0) & (counts == 0)).sum()),
+        "photo_auc": _auc(labels[rows].astype(int), bags[rows]),
+        "photo_auc_unannotated_masked": _auc(labels[rows].astype(int), answered[rows]),
     }
     return FaceScores(faces, by_height, summary)
 
