@@ -55,6 +55,11 @@ def always_yes_f1(n: int, positives: int) -> float:
     return 2 * positives / (n + positives) if n else float("nan")
 
 
+def auc_or_nan(y_true: np.ndarray, prob: np.ndarray) -> float:
+    """ROC AUC of `prob` against 0/1 `y_true`; NaN when the rows hold one class (or none)."""
+    return float(roc_auc_score(y_true, prob)) if len(np.unique(y_true)) == 2 else float("nan")
+
+
 def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> dict:
     """F1 beside the always-"yes" F1 of the same rows, precision, recall, ROC AUC (chance: 0.5)
     and confusion counts, on the rows whose label is known."""
@@ -70,7 +75,7 @@ def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> di
         "f1_always_yes": always_yes_f1(len(y), int(y.sum())),
         "precision": float(precision_score(y, pred, zero_division=0)) if len(y) else float("nan"),
         "recall": float(recall_score(y, pred, zero_division=0)) if len(y) else float("nan"),
-        "auc": float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan"),
+        "auc": auc_or_nan(y, p),
         "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
     }
 
@@ -92,7 +97,7 @@ def evaluate(labels: np.ndarray, probs: np.ndarray, thresholds: dict | None = No
     # it at 0.5 and take AUC from the product probability separately
     row5 = binary_metrics(y5, decision.astype(float), 0.5)
     known = y5 >= 0
-    row5["auc"] = float(roc_auc_score(y5[known], combine_5k(probs[known, 0], probs[known, 1]))) if len(np.unique(y5[known])) == 2 else float("nan")
+    row5["auc"] = auc_or_nan(y5[known], combine_5k(probs[known, 0], probs[known, 1]))
     row5["threshold"] = float("nan")
     rows["5K"] = row5
     return pd.DataFrame(rows).T.rename_axis("target")

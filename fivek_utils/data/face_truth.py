@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .crops import ordered_faces
-from .faces import Detections
+from .faces import Detections, Face
 
 STATES = ("with_mask", "without_mask", "incorrect")  # "incorrect": worn below the nose, not a mask for the task
 HEIGHT_BINS = (0, 12, 16, 24, 32, 64, np.inf)
@@ -85,6 +85,12 @@ def match(truth: np.ndarray, found: np.ndarray, confidence: np.ndarray, iou: flo
     return owner
 
 
+def match_faces(truth: pd.DataFrame, faces: Sequence[Face], iou: float = MATCH_IOU) -> np.ndarray:
+    """`match` for one photo: its annotated faces (rows of `load_boxes`) against its detected `faces`."""
+    found = np.array([f.box for f in faces], float).reshape(-1, 4)
+    return match(truth[["x0", "y0", "x1", "y1"]].to_numpy(), found, np.array([f.confidence for f in faces], float), iou)
+
+
 def score_detections(detections: Detections, boxes: pd.DataFrame, *, seconds: float | None = None,
                      iou: float = MATCH_IOU) -> dict[str, Any]:
     """How well `detections` find the annotated faces of the photos they cover."""
@@ -96,13 +102,11 @@ def score_detections(detections: Detections, boxes: pd.DataFrame, *, seconds: fl
     for fname in fnames:
         record = detections[fname]
         truth = by_fname.get(fname)
-        found = np.array([f.box for f in record.faces], float).reshape(-1, 4)
-        conf = np.array([f.confidence for f in record.faces], float)
         if truth is None:
-            false += len(found)
+            false += len(record.faces)
             continue
-        owner = match(truth[["x0", "y0", "x1", "y1"]].to_numpy(), found, conf, iou)
-        false += len(found) - int((owner >= 0).sum())
+        owner = match_faces(truth, record.faces, iou)
+        false += len(record.faces) - int((owner >= 0).sum())
         unmasked = truth["state"].to_numpy() != "with_mask"
         photos_masked += int(not unmasked.any())
         if unmasked.any():
@@ -164,9 +168,7 @@ def crop_states(detections: Detections, boxes: pd.DataFrame, fnames: Sequence[st
         states, heights = [UNANNOTATED] * len(faces), [np.nan] * len(faces)
         truth = by_fname.get(fname)
         if truth is not None and faces:
-            found = np.array([f.box for f in faces], float).reshape(-1, 4)
-            owner = match(truth[["x0", "y0", "x1", "y1"]].to_numpy(), found, [f.confidence for f in faces], iou)
-            for state, height, d in zip(truth["state"], truth["height"], owner):
+            for state, height, d in zip(truth["state"], truth["height"], match_faces(truth, faces, iou)):
                 if d >= 0:
                     states[d], heights[d] = state, float(height)
         rows += [(r, fname, float(f.height), float(f.confidence), s, h) for f, s, h in zip(faces, states, heights)]

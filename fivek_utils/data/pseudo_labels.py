@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import f1_score
 
 from ..core.labels import HEADS, MISSING
-from ..core.metrics import always_yes_f1
+from ..core.metrics import always_yes_f1, auc_or_nan
 
 
 def confidence(probs: np.ndarray) -> np.ndarray:
@@ -71,7 +71,7 @@ def pseudo_label_quality(probs: np.ndarray, truth: np.ndarray, filled: np.ndarra
             row |= {"accuracy": float(((p >= 0.5) == (y == 1)).mean()),
                     "f1": float(f1_score(y, p >= 0.5, zero_division=0)),
                     "f1_always_yes": always_yes_f1(len(y), int(y.sum())),
-                    "auc": float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else np.nan,
+                    "auc": auc_or_nan(y, p),
                     "brier": float(np.mean((p - y) ** 2)), "ece": _ece(y, p)}
         rows[head] = row
     return pd.DataFrame(rows).T

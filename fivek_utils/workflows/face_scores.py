@@ -16,16 +16,12 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
+from ..core.metrics import auc_or_nan
 from ..core.plots import save_figure
 from ..data.face_truth import HEIGHT_BINS, HEIGHT_LABELS, STATES, UNANNOTATED, crop_states
 from ..data.faces import Detections
 from ..modeling.face_model import bag_probabilities
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
 @dataclass
@@ -55,7 +51,7 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
     Faces are binned by their annotated height (as `score_detections` bins recall). The photo AUCs are
     taken on the same photos: a known label and every crop scored; photos without a face found are left
     out (counted), since the face model has nothing to say about them."""
-    faces = crop_states(detections, boxes, list(fnames), max_faces=max_faces or None)
+    faces = crop_states(detections, boxes, list(fnames), max_faces=max_faces)
     crop_probs, counts = np.asarray(crop_probs, float), np.asarray(counts, int)
     if len(counts) != len(fnames):
         raise ValueError(f"{len(counts)} crop counts for {len(fnames)} photos")
@@ -73,7 +69,7 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
     p_scored = scored["p"].to_numpy()
     by_height = pd.DataFrame([{"height": str(b), "faces": int((bins == b).sum()),
                                "unmasked": int(((bins == b) & (masked == 0)).sum()),
-                               "face_auc": _auc(masked[bins == b], p_scored[bins == b])} for b in HEIGHT_LABELS])
+                               "face_auc": auc_or_nan(masked[bins == b], p_scored[bins == b])} for b in HEIGHT_LABELS])
     labels = np.asarray(mask_labels, float)
     other = faces[known_p & unannotated]
     low = other[other["p"] < 0.5]
@@ -81,14 +77,14 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
     answered = bag_probabilities(np.where(known_p & unannotated, 1.0, crop_probs), counts)
     rows = (labels >= 0) & np.isfinite(bags)  # the same photos for both photo AUCs
     summary = {
-        "faces": int(known_p.sum()), "annotated": int(len(scored)), "face_auc": _auc(masked, p_scored),
-        "mean_p_by_state": {s: round(float(faces.loc[known_p & (faces["state"] == s).to_numpy(), "p"].mean()), 3)
-                            for s in (*STATES, UNANNOTATED) if (known_p & (faces["state"] == s).to_numpy()).any()},
+        "faces": int(known_p.sum()), "annotated": int(len(scored)), "face_auc": auc_or_nan(masked, p_scored),
+        "mean_p_by_state": faces[known_p].groupby("state")["p"].mean().reindex([*STATES, UNANNOTATED]).dropna()
+                                         .round(3).to_dict(),
         "unannotated": int(len(other)), "unannotated_called_unmasked": int(len(low)),
         "masked_photos_with_unannotated_unmasked": int(low.loc[labels[low["row"].to_numpy()] == 1, "row"].nunique()),
         "photos_scored": int(rows.sum()), "photos_without_face": int(((labels >= 0) & (counts == 0)).sum()),
-        "photo_auc": _auc(labels[rows].astype(int), bags[rows]),
-        "photo_auc_unannotated_masked": _auc(labels[rows].astype(int), answered[rows]),
+        "photo_auc": auc_or_nan(labels[rows], bags[rows]),
+        "photo_auc_unannotated_masked": auc_or_nan(labels[rows], answered[rows]),
     }
     return FaceScores(faces, by_height, summary)
 
