@@ -1,6 +1,7 @@
 """Metrics per head and for 5K, the 5K rule, and threshold tuning."""
 
 import numpy as np
+import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from fivek_utils.core.labels import MISSING, combine_5k, decide_5k
@@ -59,6 +60,32 @@ def test_tuned_thresholds_beat_or_equal_defaults_and_are_consistent():
     assert 0.55 < t["5k_mask"] < 0.85 and 0.55 < t["5k_distancing"] < 0.85
     assert np.isclose(evaluate(labels, probs, t).loc["5K", "f1"], t["f1_5K"])
     assert np.isclose(evaluate(labels, probs, t).loc["mask", "f1"], t["f1_mask"])
+
+
+@pytest.mark.parametrize("case", ["mixed", "blanks", "no 5K", "every row 5K", "no known row"])
+def test_the_5k_grid_is_sklearns_f1_at_every_pair(case):
+    """The grid is counted at once; each cell must be what `f1_score` says for that pair of thresholds."""
+    from fivek_utils.core.metrics import GRID, f1_grid_5k
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, (120, 2)).astype(float)
+    if case == "blanks":
+        labels[rng.uniform(size=labels.shape) < 0.3] = -1
+    elif case == "no 5K":
+        labels[:, 0] = 0
+    elif case == "every row 5K":
+        labels[:] = 1
+    elif case == "no known row":
+        labels[:, 1] = -1
+    probs = np.round(rng.uniform(size=labels.shape), 2)  # ties with the grid's thresholds too
+    surface = f1_grid_5k(labels, probs)
+    y5 = truth_5k(labels)
+    known = y5 >= 0
+    for i, tm in enumerate(GRID):
+        for j, td in enumerate(GRID):
+            pred = (probs[known, 0] >= tm) & (probs[known, 1] >= td)
+            expected = f1_score(y5[known].astype(int), pred.astype(int), zero_division=0) if known.any() else 0.0
+            assert surface[i, j] == pytest.approx(expected, abs=1e-12), (tm, td)
 
 
 def test_perfectly_separable_scores_reach_f1_one():

@@ -124,15 +124,19 @@ def best_threshold(y_true: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
 
 
 def f1_grid_5k(labels: np.ndarray, probs: np.ndarray, grid: np.ndarray = GRID) -> np.ndarray:
-    """5K F1 over a (t_mask x t_distancing) grid of thresholds."""
+    """5K F1 over a (t_mask x t_distancing) grid of thresholds: scikit-learn's `f1_score(...,
+    zero_division=0)` at every pair, counted for the whole grid at once (F1 = 2 TP / (predicted
+    positives + true positives); 0 where both are 0). 1,369 calls of `f1_score` took 5 s."""
     y5 = truth_5k(labels)
     known = y5 >= 0
-    y, pm, pd_ = y5[known].astype(int), probs[known, 0], probs[known, 1]
-    out = np.zeros((len(grid), len(grid)))
-    for i, tm in enumerate(grid):
-        for j, td in enumerate(grid):
-            out[i, j] = f1_score(y, ((pm >= tm) & (pd_ >= td)).astype(int), zero_division=0)
-    return out
+    y, pm, pd_ = y5[known] == 1, probs[known, 0], probs[known, 1]
+    grid = np.asarray(grid, dtype=float)
+    over_mask = (pm[None, :] >= grid[:, None]).astype(np.int64)  # (thresholds, rows)
+    over_dist = (pd_[None, :] >= grid[:, None]).astype(np.int64)
+    tp = (over_mask * y) @ over_dist.T  # rows over both thresholds that are 5K
+    predicted = over_mask @ over_dist.T
+    denominator = predicted + int(y.sum())
+    return np.divide(2.0 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
 
 
 def tune_thresholds(labels: np.ndarray, probs: np.ndarray, grid: np.ndarray = GRID) -> dict:
