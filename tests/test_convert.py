@@ -126,15 +126,15 @@ def test_b1_checkpoint_refused_for_b0_backbone(sm_b1, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant,width", [("b2", 1408), ("b3", 1536)])
-def test_wider_variants_convert_with_their_feature_width(sm_root, tmp_path, variant, width):
-    sm = export_standin(sm_root, f"{variant}_minus1_1", variant=variant, seed=7, input_transform="minus1_1")
-    info = convert.convert_savedmodel(sm, f"EfficientNetV2{variant.upper()}", tmp_path / f"{variant}.weights.h5", tol=TOL)
-    assert info["feature_width"] == width and info["input_transform"] == "minus1_1" and info["max_rel_error"] < TOL
+def test_a_wider_variant_converts_with_its_feature_width(sm_root, tmp_path):
+    """B2 end to end (about 12 s); every variant's layout, B3's 1536-wide head included, is mapped by
+    test_automl_layout_maps_onto_every_keras_variant without a conversion."""
+    sm = export_standin(sm_root, "b2_minus1_1", variant="b2", seed=7, input_transform="minus1_1")
+    info = convert.convert_savedmodel(sm, "EfficientNetV2B2", tmp_path / "b2.weights.h5", tol=TOL)
+    assert info["feature_width"] == 1408 and info["input_transform"] == "minus1_1" and info["max_rel_error"] < TOL
     # a B2 checkpoint is no B3: the widths differ from the first layer on
-    other = "EfficientNetV2B3" if variant == "b2" else "EfficientNetV2B2"
     with pytest.raises(sources.ConversionError, match="does not fit"):
-        convert.convert_savedmodel(sm, other, tmp_path / "other.weights.h5")
+        convert.convert_savedmodel(sm, "EfficientNetV2B3", tmp_path / "other.weights.h5")
 
 
 def test_swapped_checkpoint_fails_the_self_check(sm_swap, tmp_path):

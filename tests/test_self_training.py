@@ -17,7 +17,8 @@ from fivek_utils.modeling.face_model import build_face_model
 from fivek_utils.modeling.inference import load_ensemble
 from fivek_utils.modeling.models import build_model
 
-pytestmark = pytest.mark.slow  # two k-fold runs with face stages: about 30 s
+# two k-fold runs with face stages, about 30 s: one worker runs the module, so that both tests share the teacher
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("self_training")]
 
 
 @pytest.fixture(scope="module")
