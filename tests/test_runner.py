@@ -69,6 +69,11 @@ def test_a_config_names_its_notebooks_and_only_overrides_them(tmp_path):
     assert all("only" not in notebook_params(pipeline, nb) for nb in NOTEBOOKS)
     with pytest.raises(ConfigError, match="no such notebook"):  # a typo in `only:` fails like one in --only
         select_notebooks(NOTEBOOKS, ["07"])
+    # its own run folder, which 06 answers from: a demo run in the same checkout is neither met nor replaced
+    by_stem = {nb.stem[:2]: nb for nb in NOTEBOOKS}
+    run = notebook_params(pipeline, by_stem["05"])["run_name"]
+    assert run != notebook_params(load_yaml(CODE_ROOT / "configs" / "demo.yaml"), by_stem["05"]).get("run_name", "05-kfold")
+    assert notebook_params(pipeline, by_stem["06"])["models_run"] == run
 
 
 def test_select_notebooks():
@@ -116,7 +121,9 @@ def test_the_half_labels_config_is_real_scenes_with_self_training():
     params = notebook_params(half, nb05)
     assert params["hidden_label_fraction"] == 0.5 and params["self_training_rounds"] == 1
     own = ("run_name", "hidden_label_fraction", "self_training_rounds")
-    assert {k: v for k, v in params.items() if k not in own and not k.startswith("student_")} == notebook_params(real, nb05)
+    real_params = {k: v for k, v in notebook_params(real, nb05).items() if k != "run_name"}
+    assert {k: v for k, v in params.items() if k not in own and not k.startswith("student_")} == real_params
+    assert params["run_name"] != notebook_params(real, nb05)["run_name"]  # its own run folder
 
 
 def _timed_notebook(path, seconds: float, fail: bool = False) -> None:
@@ -186,3 +193,21 @@ def test_lanes_name_known_notebooks_once():
         plan_lanes([["05"], ["01", "05"]], NOTEBOOKS, NOTEBOOKS)
     with pytest.raises(ConfigError, match="a list of lists"):
         plan_lanes(["05", "01"], NOTEBOOKS, NOTEBOOKS)
+
+
+def test_the_result_line_reports_a_submission_only_when_this_run_wrote_it(tmp_path):
+    """A set without test photos writes no submission; the line must not quote the one an earlier run left."""
+    import time
+
+    import pandas as pd
+
+    from fivek_utils.workflows.runner import notebook_result
+
+    nb06 = next(n for n in NOTEBOOKS if n.stem.startswith("06"))
+    sub = tmp_path / "submission.csv"
+    pd.DataFrame({"image_id": [1, 2, 3], "fname": ["1.jpg", "2.jpg", "3.jpg"], "5K": [1, 0, 1]}).to_csv(sub, index=False)
+    params = {"submission_file": str(sub)}
+    assert notebook_result(nb06, params, since=time.time() - 5) == f"3 rows, 2 answered 5K = 1 -> {sub}"
+    os.utime(sub, (time.time() - 3600, time.time() - 3600))  # left by a run an hour ago
+    assert notebook_result(nb06, params, since=time.time()) == f"no submission written ({sub} is an earlier run's)"
+    assert notebook_result(nb06, {"submission_file": str(tmp_path / "none.csv")}, since=time.time()) == ""

@@ -175,25 +175,31 @@ def notebook_outputs(notebooks: list[Path], params: dict[Path, dict], output_dir
     return targets
 
 
-def notebook_result(notebook: Path, params: dict) -> str:
+def notebook_result(notebook: Path, params: dict, since: float | None = None) -> str:
     """One line on what a finished notebook left: its run's validation numbers beside their chance
-    levels, or its submission's size."""
+    levels, or its submission's size. With `since` (when the notebook started), a file older than that
+    was left by an earlier run and is not reported as this one's."""
     declared = declared_parameters(notebook)
 
     def value(name: str):
         return param_value(declared, params, name)
 
+    def fresh(path: Path) -> bool:
+        return path.exists() and (since is None or path.stat().st_mtime >= since - 1.0)
+
     run = value("run_name")
     metrics = REPORTS_DIR / str(run) / "metrics.csv" if run else None
-    if metrics is not None and metrics.exists():
+    if metrics is not None and fresh(metrics):
         table = pd.read_csv(metrics).set_index("target")
         k = table.loc["5K"]
         return (f"5K F1 {k['f1']:.3f} (always-yes {k['f1_always_yes']:.3f}), AUC 5K {k['auc']:.2f} "
                 f"mask {table.loc['mask', 'auc']:.2f} distancing {table.loc['distancing', 'auc']:.2f} (chance 0.5)")
     submission = value("submission_file")
-    if submission and resolve_path(submission).exists():
+    if submission and fresh(resolve_path(submission)):
         answers = pd.read_csv(resolve_path(submission))
         return f"{len(answers)} rows, {int(answers['5K'].sum())} answered 5K = 1 -> {resolve_path(submission)}"
+    if submission and resolve_path(submission).exists():
+        return f"no submission written ({resolve_path(submission)} is an earlier run's)"
     return ""
 
 
@@ -323,5 +329,5 @@ def run_one(nb: Path, head: str, params: dict, *, output_dir: Path, verbose: boo
             + "".join(trace[-3:]).rstrip() + f"\nthe executed copy with the traceback is {out}"
             + ("" if verbose else f"; the kernel's log is {log}")
         ) from exc
-    print(f"{head if quiet else ''}{time.time() - t0:5.0f} s  {notebook_result(nb, params)}", flush=True)
+    print(f"{head if quiet else ''}{time.time() - t0:5.0f} s  {notebook_result(nb, params, since=t0)}", flush=True)
     return out
