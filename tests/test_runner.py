@@ -211,3 +211,22 @@ def test_the_result_line_reports_a_submission_only_when_this_run_wrote_it(tmp_pa
     os.utime(sub, (time.time() - 3600, time.time() - 3600))  # left by a run an hour ago
     assert notebook_result(nb06, params, since=time.time()) == f"no submission written ({sub} is an earlier run's)"
     assert notebook_result(nb06, {"submission_file": str(tmp_path / "none.csv")}, since=time.time()) == ""
+
+
+def test_the_result_line_quotes_a_runs_metrics_only_when_this_run_wrote_them(tmp_path, monkeypatch):
+    import time
+
+    import pandas as pd
+
+    from fivek_utils.workflows import runner
+
+    monkeypatch.setattr(runner, "REPORTS_DIR", tmp_path)
+    nb05 = next(n for n in NOTEBOOKS if n.stem.startswith("05"))
+    metrics = tmp_path / "mine" / "metrics.csv"
+    metrics.parent.mkdir()
+    pd.DataFrame({"target": ["mask", "distancing", "5K"], "f1": [0.9, 0.8, 0.7], "f1_always_yes": [0.6, 0.6, 0.5],
+                  "auc": [0.91, 0.81, 0.71]}).to_csv(metrics, index=False)
+    line = runner.notebook_result(nb05, {"run_name": "mine"}, since=time.time() - 5)
+    assert line.startswith("5K F1 0.700 (always-yes 0.500), AUC 5K 0.71 mask 0.91 distancing 0.81"), line
+    os.utime(metrics, (time.time() - 3600, time.time() - 3600))
+    assert runner.notebook_result(nb05, {"run_name": "mine"}, since=time.time()) == ""

@@ -194,13 +194,13 @@ def notebook_result(notebook: Path, params: dict, since: float | None = None) ->
         k = table.loc["5K"]
         return (f"5K F1 {k['f1']:.3f} (always-yes {k['f1_always_yes']:.3f}), AUC 5K {k['auc']:.2f} "
                 f"mask {table.loc['mask', 'auc']:.2f} distancing {table.loc['distancing', 'auc']:.2f} (chance 0.5)")
-    submission = value("submission_file")
-    if submission and fresh(resolve_path(submission)):
-        answers = pd.read_csv(resolve_path(submission))
-        return f"{len(answers)} rows, {int(answers['5K'].sum())} answered 5K = 1 -> {resolve_path(submission)}"
-    if submission and resolve_path(submission).exists():
-        return f"no submission written ({resolve_path(submission)} is an earlier run's)"
-    return ""
+    submission = resolve_path(value("submission_file") or None)
+    if submission is None or not submission.exists():
+        return ""
+    if not fresh(submission):
+        return f"no submission written ({submission} is an earlier run's)"
+    answers = pd.read_csv(submission)
+    return f"{len(answers)} rows, {int(answers['5K'].sum())} answered 5K = 1 -> {submission}"
 
 
 def kernel_disk_full(exc) -> str | None:
