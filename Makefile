@@ -57,7 +57,7 @@ test-compat: $(COMPAT_VENV)/.installed ## the fast tests + a notebook smoke run 
 	@$(COMPAT_BIN)/python -c "from fivek_utils.core.versions import version_table; print(version_table())"
 	$(COMPAT_BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow or compat"
 
-test-rehearse: $(STAMP) ## configs/full.yaml through every notebook on a CPU at toy scale, weights where a user's are (12 min on 2 busy cores)
+test-rehearse: $(STAMP) ## configs/full.yaml through every notebook on a CPU at toy scale, weights where a user's are (7-8 min on 2 cores, 13 on busy ones)
 	$(BIN)/fivek rehearse --root build/rehearse
 
 bench: $(STAMP) ## the benchmarks (progressive learning, prediction, input pipeline, the face stage)
