@@ -15,6 +15,36 @@ def test_values_no_run_can_use_are_named(change, setting):
         Config(**change)
 
 
+@pytest.mark.parametrize("change, says", [
+    ({"face_stage": "false"}, "face_stage='false': must be true or false (in YAML, true and false without quotes)"),
+    ({"freeze_batchnorm": "no"}, "freeze_batchnorm='no': must be true or false or null"),
+    ({"epochs_finetune": 1.5}, "epochs_finetune=1.5: must be a whole number"),
+    ({"image_size": "224"}, "image_size='224': must be a whole number"),
+    ({"unfreeze_blocks": "all"}, "unfreeze_blocks='all': must be a whole number"),
+    ({"seed": True}, "seed=True: must be a whole number"),
+    ({"lr_finetune": "3e-4"}, "lr_finetune='3e-4': must be a number"),
+    ({"weights": 5}, "weights=5: must be a text or null"),
+    ({"tta": ["identity", 1]}, "tta=['identity', 1]: must be a list of texts")])
+def test_a_setting_of_the_wrong_kind_is_named(change, says):
+    """A quoted "false" would be a true string and a face stage would run; 1.5 epochs would fail inside
+    Keras after the first phase had trained."""
+    with pytest.raises(ConfigError) as err:
+        Config(**change)
+    assert str(err.value).startswith(says)
+
+
+def test_safe_conversions_of_a_settings_kind():
+    import numpy as np
+    from pathlib import Path
+
+    cfg = Config(epochs_head=2.0, seed=np.int64(7), face_stage=np.bool_(True), data_dir=Path("data/raw/x"), lr_head=1, weights=None)
+    assert (cfg.epochs_head, cfg.seed, cfg.face_stage, cfg.data_dir, cfg.lr_head) == (2, 7, True, "data/raw/x", 1)
+    assert type(cfg.epochs_head) is int and type(cfg.seed) is int and type(cfg.face_stage) is bool
+    assert Config.check_setting("face_min_confidence", 0.5) == 0.5
+    with pytest.raises(ConfigError, match="face_min_size='8'"):
+        Config.check_setting("face_min_size", "8")
+
+
 def test_unknown_keys_are_typos_and_params_take_only_settings():
     with pytest.raises(ConfigError, match=r"\['imgae_size'\]"):
         Config.from_dict({"imgae_size": 64})

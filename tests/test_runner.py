@@ -59,6 +59,16 @@ def test_keys_and_sections_that_match_nothing_are_errors():
         check_pipeline({"image_sise": 64, "prepare": {}}, NOTEBOOKS)
     with pytest.raises(ConfigError, match=r"section\(s\) \['2', '09'\]"):
         check_pipeline({"notebooks": {"2": {}, "09": {}, "03": {}, "05-kfold-ensemble": {}}}, NOTEBOOKS)
+    with pytest.raises(ConfigError, match=r"x.yaml: sections \['02', '02-baseline-b0'\] under notebooks: both name 02-baseline-b0"):
+        check_pipeline({"notebooks": {"02": {"epochs_head": 1}, "02-baseline-b0": {"epochs_finetune": 5}}}, NOTEBOOKS, "x.yaml")
+
+
+def test_a_setting_of_the_wrong_kind_stops_the_run_before_any_notebook():
+    with pytest.raises(ConfigError, match=r"^x.yaml, 05-kfold-ensemble: face_stage='false': must be true or false"):
+        check_pipeline({"face_stage": "false"}, NOTEBOOKS, "x.yaml")  # shared: named with the first notebook that declares it
+    with pytest.raises(ConfigError, match=r"^x.yaml, 05-kfold-ensemble: epochs_finetune=1.5: must be a whole number"):
+        check_pipeline({"notebooks": {"05": {"epochs_finetune": 1.5}}}, NOTEBOOKS, "x.yaml")
+    check_pipeline({"notebooks": {"05": {"epochs_finetune": 2.0, "weights": None}}}, NOTEBOOKS, "x.yaml")
 
 
 def test_a_config_names_its_notebooks_and_only_overrides_them(tmp_path):

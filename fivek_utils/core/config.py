@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import yaml
 
 from .environment import code_root, detect_environment, project_root, resolve_data_dir
@@ -81,6 +83,35 @@ def data_root(data_dir: str | os.PathLike) -> Path:
 
 class ConfigError(ValueError):
     """A configuration value that cannot work, named with what to do about it."""
+
+
+_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text",
+          "list[str]": "a list of texts"}
+
+
+def _checked_type(name: str, kind: str, value: Any) -> Any:
+    """`value` as the setting's declared kind (`int`, `float`, `bool`, `str`, `list[str]`, or one of them
+    `| None`), or a ConfigError naming the setting: a YAML "false" in quotes would be a true string, a 1.5
+    for a count of epochs would fail hours into a run. Safe conversions only: a whole float to an int
+    (2.0), a path object to its text."""
+    base, _, none = kind.partition(" | ")
+    if value is None and none == "None":
+        return None
+    if base == "bool" and isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if base == "int" and isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if base == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if base == "float" and isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return value
+    if base == "str" and isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    if base == "list[str]" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    wanted = _KINDS.get(base, base) + (" or null" if none == "None" else "")
+    hint = " (in YAML, true and false without quotes)" if base == "bool" and isinstance(value, str) else ""
+    raise ConfigError(f"{name}={value!r}: must be {wanted}{hint}")
 
 
 class ModelConfigError(ConfigError):
@@ -182,6 +213,12 @@ class Config:
 
     def validate(self) -> None:
         """Fail early, naming the setting, on values no run can use."""
+        if isinstance(self.tta, str):
+            self.tta = [t.strip() for t in self.tta.split(",") if t.strip()]
+        if isinstance(self.faces_beside_images, bool):  # YAML reads a bare on / off as true / false
+            self.faces_beside_images = "on" if self.faces_beside_images else "off"
+        for f in fields(self):
+            setattr(self, f.name, _checked_type(f.name, f.type, getattr(self, f.name)))
         if self.image_size < 32:
             raise ConfigError(f"image_size={self.image_size}: EfficientNets need at least 32 pixels")
         if not 0.0 < self.val_fraction <= 0.5:
@@ -196,8 +233,6 @@ class Config:
             raise ConfigError(f"folds={self.folds}: a k-fold ensemble needs at least 2 folds")
         if self.fold_recipe not in ("two_phase", "progressive"):
             raise ConfigError(f"fold_recipe={self.fold_recipe!r}: use 'two_phase' or 'progressive'")
-        if isinstance(self.tta, str):
-            self.tta = [t.strip() for t in self.tta.split(",") if t.strip()]
         for name in ("weights", "face_weights"):
             if getattr(self, name) in ("", "none", "None", "null"):
                 setattr(self, name, None)
@@ -227,8 +262,6 @@ class Config:
         for name in ("drop_connect_rate", "student_drop_connect_rate", "student_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1)")
-        if isinstance(self.faces_beside_images, bool):  # YAML reads a bare on / off as true / false
-            self.faces_beside_images = "on" if self.faces_beside_images else "off"
         if self.faces_beside_images not in ("auto", "on", "off"):
             raise ConfigError(f"faces_beside_images={self.faces_beside_images!r}: use 'auto', 'on' or 'off'")
         if self.face_max_per_image < 0:
@@ -238,6 +271,13 @@ class Config:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def check_setting(cls, name: str, value: Any) -> Any:
+        """One setting's value as its declared kind, or a ConfigError naming it (`fivek run` checks a
+        pipeline YAML's settings this way before any notebook starts)."""
+        kind = next(f.type for f in fields(cls) if f.name == name)
+        return _checked_type(name, kind, value)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, strict: bool = True) -> "Config":

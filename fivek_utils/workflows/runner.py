@@ -22,7 +22,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from ..core.config import EXECUTED_DIR, MODELS_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, ConfigError, load_yaml, resolve_path
+from ..core.config import (EXECUTED_DIR, MODELS_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, Config, ConfigError, load_yaml,
+                           resolve_path)
 from ..core.console import output_to
 from ..core.io import DiskFullError, disk_full_error, free_space
 from ..core.locks import hold_locks
@@ -105,8 +106,10 @@ def load_pipeline(config: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> d
 
 
 def check_pipeline(pipeline: dict, notebooks: list[Path], source: str | os.PathLike = "config") -> None:
-    """Catch typos no single notebook would: a shared key that no notebook declares, and a
-    `notebooks:` section that matches no notebook (both would otherwise be silently ignored)."""
+    """Catch typos no single notebook would: a shared key that no notebook declares, a `notebooks:`
+    section that matches no notebook or a second section for the same one (each would otherwise be
+    silently ignored), and a setting of the wrong kind (a quoted "false", an epoch count of 1.5),
+    before any notebook starts rather than in its first cell or hours into a run."""
     declared = {nb: declared_parameters(nb) for nb in notebooks}
     every = set().union(*map(set, declared.values())) if declared else set()
     unknown = sorted(k for k in pipeline if k not in PIPELINE_KEYS and k not in every)
@@ -117,6 +120,18 @@ def check_pipeline(pipeline: dict, notebooks: list[Path], source: str | os.PathL
     if orphans:
         raise ConfigError(f"{source}: section(s) {orphans} under notebooks: match no notebook; use a number like '03' "
                           f"or a name among {stems}")
+    settings = set(Config.field_names())
+    for nb in notebooks:
+        keys = [k for k in (pipeline.get("notebooks") or {}) if names_notebook(k, nb.stem)]
+        if len(keys) > 1:
+            raise ConfigError(f"{source}: sections {keys} under notebooks: both name {nb.stem}; merge them into one (a YAML "
+                              "that extends another: use the key the other uses)")
+        for name, value in notebook_params(pipeline, nb).items():
+            if name in settings:
+                try:
+                    Config.check_setting(name, value)
+                except ConfigError as exc:
+                    raise ConfigError(f"{source}, {nb.stem}: {exc}") from None
 
 
 def prepare(pipeline: dict) -> None:
