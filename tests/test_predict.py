@@ -38,9 +38,16 @@ def run_and_test(tmp_path):
 def test_writes_submission_probabilities_and_record(run_and_test, tmp_path):
     run, test = run_and_test
     out = tmp_path / "result" / "submission.csv"
-    with pytest.warns(UserWarning, match="1 test image"):
+    (test / "images" / "5.jpg").write_bytes((test / "images" / "1.jpg").read_bytes())  # a photo the meta file does not list
+    (test / "images" / ".DS_Store").write_bytes(b"\0")  # hidden files are not photos
+    with pytest.warns(UserWarning) as warned:
         summary = predict_submission(load_ensemble(run), test, out, batch_size=2, progress=False)
+    said = [str(w.message) for w in warned]
+    assert any("1 test image" in m for m in said)
+    assert any(m.startswith("1 file(s) in ") and "not in private_test_meta.csv and get no row" in m and "'5.jpg'" in m
+               for m in said), said
     assert summary["rows"] == 4 and summary["fallback_rows"] == 1 and summary["models"] == 2
+    assert summary["images_not_in_meta"] == 1
     written = sorted(p.name for p in out.parent.iterdir())
     assert written == [".submission.csv.lock",  # its lock (the holder record went with the holder)
                        "submission.csv", "submission_config.yaml", "submission_probs.csv"]
@@ -50,6 +57,7 @@ def test_writes_submission_probabilities_and_record(run_and_test, tmp_path):
     record = yaml.safe_load(out.with_name("submission_config.yaml").read_text())
     assert record["models"] == ["fold0", "fold1"] and record["tta"] == ["identity", "flip"]
     assert record["fallback_rows"] == ["4.jpg"] and record["run_config"]["backbone"] == "tiny"
+    assert record["images_not_in_meta"] == ["5.jpg"]
 
 
 def test_a_test_folder_needs_images_and_one_meta_file(tmp_path):

@@ -69,3 +69,34 @@ def test_save_run_writes_what_predict_and_comparisons_read(project):
     both = runs.compare_runs({"r": saved, "not made": None})
     assert list(both.columns.get_level_values(0).unique()) == ["r"]
     assert paths["metrics"] == project / "reports" / "r" / "metrics.csv"
+
+
+def test_unreadable_training_images_are_listed_in_the_run_and_counted_on_its_line(project, monkeypatch):
+    """A broken photo is skipped, not fatal; the run lists it (file and reason) and `fivek run`'s line
+    for the notebook counts it, so a skip is not seen only inside the executed notebook."""
+    import time
+
+    from fivek_utils.workflows import runner
+
+    monkeypatch.setattr(runner, "REPORTS_DIR", project / "reports")
+    root = project / "data"
+    synth.generate_dataset(root, n_train=24, n_test=0, seed=4, workers=1, progress=False)
+    meta = pd.read_csv(root / "train" / "train_meta.csv", dtype=str)
+    broken = root / "train" / "images" / meta["fname"].iloc[3]
+    good = broken.read_bytes()
+    broken.write_bytes(good[: len(good) // 3])  # truncated
+    cfg = Config(data_dir=str(root), image_size=32, run_name="r")
+    t0 = time.time()
+    data = training.load_training_data(cfg, progress=False)
+    assert len(data) == 23 and list(data.skipped) == [broken.name]
+    listed = pd.read_csv(project / "reports" / "r" / "skipped_images.csv")
+    assert listed["fname"].tolist() == [broken.name] and broken.name in listed["why"].iloc[0]
+    pd.DataFrame({"target": ["mask", "distancing", "5K"], "f1": [0.9, 0.8, 0.7], "f1_always_yes": [0.6, 0.6, 0.5],
+                  "auc": [0.91, 0.81, 0.71]}).to_csv(project / "reports" / "r" / "metrics.csv", index=False)
+    nb02 = next(n for n in runner.list_notebooks() if n.stem.startswith("02"))
+    line = runner.notebook_result(nb02, {"run_name": "r"}, since=t0)
+    assert line.endswith(f"; 1 unreadable training image(s) skipped, listed in {project / 'reports' / 'r' / 'skipped_images.csv'}")
+    broken.write_bytes(good)
+    assert len(training.load_training_data(cfg, progress=False)) == 24
+    assert not (project / "reports" / "r" / "skipped_images.csv").exists()  # a later load that skips none
+    assert "skipped" not in runner.notebook_result(nb02, {"run_name": "r"}, since=t0)

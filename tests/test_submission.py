@@ -52,7 +52,10 @@ def test_checker_wants_the_capital_k_header(tmp_path, meta_path):
 
 
 @pytest.mark.parametrize("content, problem", [(b"", "is empty"), (b"image_id,fname,5K\n1,a.jpg\n", "line 2 has 2"),
-                                              (b"\xff\xfe\x00garbage", "not UTF-8")])
+                                              (b"\xff\xfe\x00garbage", "not UTF-8"),
+                                              (b"image_id,fname,5K\n,,\n3,c.jpg,1\n1,a.jpg,0\n2,b.jpg,1\n", "line 2 has empty fields only"),
+                                              (b"image_id,fname,5K\n3,c.jpg,1\n1, a.jpg ,0\n2,b.jpg,1\n",
+                                               "line 3 has a value with spaces around it: ' a.jpg '")])
 def test_checker_names_unreadable_files(tmp_path, meta_path, content, problem):
     path = tmp_path / "odd.csv"
     path.write_bytes(content)

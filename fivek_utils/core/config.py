@@ -51,6 +51,7 @@ def cache_max_gb_default() -> float:
 MODELS_DIR = PROJ_ROOT / "models"
 PRETRAINED_DIR = MODELS_DIR / "pretrained"
 REPORTS_DIR = PROJ_ROOT / "reports"
+SKIPPED_FILE = "skipped_images.csv"  # reports/<run>/skipped_images.csv: the training images a run could not read, and why
 FIGURES_DIR = REPORTS_DIR / "figures"
 EXECUTED_DIR = REPORTS_DIR / "executed"
 BENCH_DIR = REPORTS_DIR / "bench"

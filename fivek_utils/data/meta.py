@@ -67,13 +67,17 @@ def available_splits(root: str | os.PathLike) -> list[str]:
 
 
 # --- reading and checking -------------------------------------------------------------------
-def read_csv_strict(path: str | os.PathLike, error: type[Exception] = DataValidationError) -> pd.DataFrame:
+def read_csv_strict(path: str | os.PathLike, error: type[Exception] = DataValidationError, *, exact: bool = False) -> pd.DataFrame:
     """A CSV file as a table of stripped strings, or `error` naming the file and the bad lines.
 
     Stricter than `pandas.read_csv`, which would fill a short row with blanks, shift every
     column when the first data row has one field too many, or stop with a parser message that
     does not name the file: here every row must have as many fields as the header. Accepts a
     UTF-8 byte-order mark, CRLF line ends and spaces around values; skips empty lines.
+
+    `exact` (a file another program will read, such as a submission): a line of empty fields only
+    (",,") and a value with spaces around it are errors naming the line, not skipped or stripped:
+    pandas reads the first as a row of blanks and keeps the spaces of the second.
     """
     path = Path(path)
     if path.is_dir():
@@ -87,6 +91,10 @@ def read_csv_strict(path: str | os.PathLike, error: type[Exception] = DataValida
     rows, lines = [], []
     try:
         for row in reader:
+            if exact and row and (not any(v.strip() for v in row) or any(v != v.strip() for v in row)):
+                what = "has empty fields only" if not any(v.strip() for v in row) else \
+                    f"has a value with spaces around it: {next(v for v in row if v != v.strip())!r}"
+                raise error(f"{path}: line {reader.line_num} {what} (a reader such as pandas would take it as it is)")
             if row and any(v.strip() for v in row):
                 rows.append([v.strip() for v in row])
                 lines.append(reader.line_num)

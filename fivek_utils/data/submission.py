@@ -42,7 +42,7 @@ def check_submission(path: str | os.PathLike, meta_path: str | os.PathLike) -> d
     for p in (path, meta_path):
         if not p.exists():
             raise SubmissionError(f"{p} does not exist")
-    sub = read_csv_strict(path, SubmissionError)
+    sub = read_csv_strict(path, SubmissionError, exact=True)  # as a judge's pandas reads it: no line skipped or stripped
     meta = read_csv_strict(meta_path, SubmissionError)
     problems = []
     if list(sub.columns) != SUBMISSION_COLUMNS:

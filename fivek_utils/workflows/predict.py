@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -39,12 +40,23 @@ def read_test_folder(test_dir: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     return meta, metas[0]
 
 
+def unlisted_images(test_dir: str | os.PathLike, meta: pd.DataFrame) -> list[str]:
+    """Files in the test folder's images/ that its meta file does not list (hidden files aside): they get
+    no row, since the meta file defines the rows, and a warning says how many."""
+    images = Path(test_dir) / "images"
+    return sorted(set(n for n in os.listdir(images) if not n.startswith(".")) - set(meta["fname"]))
+
+
 @holds_lock(lambda a: a["out"])
 def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str | os.PathLike, *, tta=None,
                        batch_size: int = 64, probabilities: bool = True, progress: bool = True) -> dict:
     """Predict every image of `test_dir` with the run's ensemble and write the submission, its
     probabilities and its record; return the checked summary (rows, positives, fallback rows, speed)."""
     meta, meta_path = read_test_folder(test_dir)
+    unlisted = unlisted_images(test_dir, meta)
+    if unlisted:
+        warnings.warn(f"{len(unlisted)} file(s) in {Path(test_dir) / 'images'} are not in {meta_path.name} and get no row "
+                      f"(the meta file lists the test images), e.g. {unlisted[:3]}", stacklevel=2)
     tta = list(tta or ensemble.tta)
     t0 = time.perf_counter()
     pred = predict_split(ensemble, meta, tta=tta, batch_size=batch_size, progress=progress)
@@ -56,6 +68,7 @@ def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str
     record = {
         "models_run": str(ensemble.source), "models": ensemble.names, "image_size": ensemble.image_size, "tta": tta,
         "thresholds": ensemble.thresholds, "fallback_rows": sorted(pred.failed), "test_dir": str(Path(test_dir)),
+        "images_not_in_meta": unlisted,
         "face_stage": faces, "run_config": yaml.safe_load(config_yaml.read_text()) if config_yaml.exists() else None,
     }
     with atomic_group():  # the three files are replaced together, or (a full disk) none is
@@ -64,7 +77,7 @@ def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str
                                         yaml.safe_dump(record, sort_keys=False))
     return {**check_submission(out, meta_path), "record": str(record_path), "models_run": str(ensemble.source),
             "models": len(ensemble.models), "tta": tta,
-            "fallback_rows": len(pred.failed), **({"face_stage": faces} if faces else {}), "seconds": round(seconds, 1),
+            "fallback_rows": len(pred.failed), "images_not_in_meta": len(unlisted), **({"face_stage": faces} if faces else {}), "seconds": round(seconds, 1),
             "images_per_second": round(len(meta) / max(seconds, 1e-9), 1)}
 
 

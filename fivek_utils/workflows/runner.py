@@ -22,8 +22,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from ..core.config import (EXECUTED_DIR, MODELS_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, Config, ConfigError, load_yaml,
-                           resolve_path)
+from ..core.config import (EXECUTED_DIR, MODELS_DIR, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR, SKIPPED_FILE, Config, ConfigError,
+                           load_yaml, resolve_path)
 from ..core.console import output_to
 from ..core.io import DiskFullError, disk_full_error, free_space
 from ..core.locks import hold_locks
@@ -207,8 +207,11 @@ def notebook_result(notebook: Path, params: dict, since: float | None = None) ->
     if metrics is not None and fresh(metrics):
         table = pd.read_csv(metrics).set_index("target")
         k = table.loc["5K"]
+        skipped = metrics.with_name(SKIPPED_FILE)
+        n_skipped = len(pd.read_csv(skipped)) if fresh(skipped) else 0
         return (f"5K F1 {k['f1']:.3f} (always-yes {k['f1_always_yes']:.3f}), AUC 5K {k['auc']:.2f} "
-                f"mask {table.loc['mask', 'auc']:.2f} distancing {table.loc['distancing', 'auc']:.2f} (chance 0.5)")
+                f"mask {table.loc['mask', 'auc']:.2f} distancing {table.loc['distancing', 'auc']:.2f} (chance 0.5)"
+                + (f"; {n_skipped} unreadable training image(s) skipped, listed in {skipped}" if n_skipped else ""))
     submission = resolve_path(value("submission_file") or None)
     if submission is None or not submission.exists():
         return ""
