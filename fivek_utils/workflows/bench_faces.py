@@ -1,6 +1,6 @@
 """`fivek bench faces`: how fast the face stage's parts are on this machine.
 
-BlazeFace (with its tiles) and MTCNN on real photos (the two public-domain photos the kit ships, written out at several sizes, so
+RetinaFace (on the enlarged photo), BlazeFace (with its tiles) and MTCNN on real photos (the two public-domain photos the kit ships, written out at several sizes, so
 the timing includes decoding as a run does), the `truth` boxes and the crops on the benchmarks'
 synthetic close-up set, and the face-crop model's inference on those crops.
 """
