@@ -59,6 +59,8 @@ def test_keys_and_sections_that_match_nothing_are_errors():
         check_pipeline({"image_sise": 64, "prepare": {}}, NOTEBOOKS)
     with pytest.raises(ConfigError, match=r"section\(s\) \['2', '09'\]"):
         check_pipeline({"notebooks": {"2": {}, "09": {}, "03": {}, "05-kfold-ensemble": {}}}, NOTEBOOKS)
+    with pytest.raises(ConfigError, match=r"section\(s\) \[2\] .* like '03' \(quoted: YAML reads an unquoted 02 as the number 2\)"):
+        check_pipeline(yaml.safe_load("notebooks:\n  02: {epochs_head: 1}\n"), NOTEBOOKS)
     with pytest.raises(ConfigError, match=r"x.yaml: sections \['02', '02-baseline-b0'\] under notebooks: both name 02-baseline-b0"):
         check_pipeline({"notebooks": {"02": {"epochs_head": 1}, "02-baseline-b0": {"epochs_finetune": 5}}}, NOTEBOOKS, "x.yaml")
 

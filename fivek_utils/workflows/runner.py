@@ -118,7 +118,8 @@ def check_pipeline(pipeline: dict, notebooks: list[Path], source: str | os.PathL
     stems = [nb.stem for nb in notebooks]
     orphans = [k for k in (pipeline.get("notebooks") or {}) if not any(names_notebook(k, stem) for stem in stems)]
     if orphans:
-        raise ConfigError(f"{source}: section(s) {orphans} under notebooks: match no notebook; use a number like '03' "
+        quote = " (quoted: YAML reads an unquoted 02 as the number 2)" if any(isinstance(k, int) for k in orphans) else ""
+        raise ConfigError(f"{source}: section(s) {orphans} under notebooks: match no notebook; use a number like '03'{quote} "
                           f"or a name among {stems}")
     settings = set(Config.field_names())
     for nb in notebooks:
