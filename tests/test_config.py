@@ -67,3 +67,19 @@ def test_yaml_files_that_are_not_mappings_are_named(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_yaml(tmp_path / "none.yaml")
     assert issubclass(ModelConfigError, ConfigError)
+
+
+def test_the_other_spellings_a_setting_takes_pass_the_pipeline_check_too():
+    """What Config accepts, `fivek run`'s check before the notebooks accepts: a bare YAML off (false) for
+    faces_beside_images and mixed_precision, tta as one text, student_backbone null, numpy numbers."""
+    import numpy as np
+
+    for name, value, becomes in [("faces_beside_images", False, "off"), ("mixed_precision", False, "off"),
+                                 ("tta", "identity, flip", ["identity", "flip"]), ("student_backbone", None, ""),
+                                 ("epochs_head", np.float32(2.0), 2)]:
+        assert Config.check_setting(name, value) == becomes and getattr(Config(**{name: value}), name) == becomes
+    assert type(Config(lr_head=np.float32(0.5)).lr_head) is float  # a config.yaml holds Python's numbers
+    with pytest.raises(ConfigError, match=r"lr_finetune='3e-4': must be a number \(YAML reads a number like 3e-4"):
+        Config(lr_finetune="3e-4")
+    with pytest.raises(ConfigError, match=r"strategy=True: must be a text \(in YAML, quote it"):
+        Config(strategy=True)

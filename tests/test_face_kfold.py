@@ -30,8 +30,11 @@ def setup(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     from fivek_utils.modeling import training
 
+    from fivek_utils.core import config
+
     mp.setattr(training, "CACHE_DIR", root / "cache")
     mp.setattr(kfold, "PROCESSED_DATA_DIR", root / "processed")
+    mp.setattr(config, "REPORTS_DIR", root / "reports")
     mp.setattr(face_kfold, "CACHE_DIR", root / "cache")
     mp.setattr(faces, "FACES_DIR", root / "faces")
     # a tiny backbone instead of an EfficientNet, so a fold trains in seconds (the notebook's code path otherwise)

@@ -71,8 +71,11 @@ def test_kfold_data_keeps_the_holdout_out_of_every_fold_and_saves_the_folds(tmp_
     from fivek_utils.modeling import training
     from fivek_utils.workflows import kfold
 
+    from fivek_utils.core import config
+
     monkeypatch.setattr(training, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(kfold, "PROCESSED_DATA_DIR", tmp_path / "processed")
+    monkeypatch.setattr(config, "REPORTS_DIR", tmp_path / "reports")  # where a list of skipped images would go
     synth.generate_dataset(tmp_path / "data", n_train=60, n_test=0, seed=5, workers=1, progress=False)
     split = kfold.kfold_data(Config(data_dir=str(tmp_path / "data"), image_size=32, folds=3, seed=0), 0.2, progress=False)
     cv_ids, hold_ids = set(split.cv.df["image_id"]), set(split.holdout.df["image_id"])

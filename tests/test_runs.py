@@ -73,7 +73,8 @@ def test_save_run_writes_what_predict_and_comparisons_read(project):
 
 def test_unreadable_training_images_are_listed_in_the_run_and_counted_on_its_line(project, monkeypatch):
     """A broken photo is skipped, not fatal; the run lists it (file and reason) and `fivek run`'s line
-    for the notebook counts it, so a skip is not seen only inside the executed notebook."""
+    for the notebook counts it, so a skip is not seen only inside the executed notebook. (Notebook 05's
+    `kfold_data` lists them the same way.)"""
     import time
 
     from fivek_utils.workflows import runner
@@ -87,8 +88,8 @@ def test_unreadable_training_images_are_listed_in_the_run_and_counted_on_its_lin
     broken.write_bytes(good[: len(good) // 3])  # truncated
     cfg = Config(data_dir=str(root), image_size=32, run_name="r")
     t0 = time.time()
-    data = training.load_training_data(cfg, progress=False)
-    assert len(data) == 23 and list(data.skipped) == [broken.name]
+    split = runs.holdout_data(cfg, progress=False)
+    assert len(split.data) == 23 and list(split.data.skipped) == [broken.name]
     listed = pd.read_csv(project / "reports" / "r" / "skipped_images.csv")
     assert listed["fname"].tolist() == [broken.name] and broken.name in listed["why"].iloc[0]
     pd.DataFrame({"target": ["mask", "distancing", "5K"], "f1": [0.9, 0.8, 0.7], "f1_always_yes": [0.6, 0.6, 0.5],
@@ -97,6 +98,6 @@ def test_unreadable_training_images_are_listed_in_the_run_and_counted_on_its_lin
     line = runner.notebook_result(nb02, {"run_name": "r"}, since=t0)
     assert line.endswith(f"; 1 unreadable training image(s) skipped, listed in {project / 'reports' / 'r' / 'skipped_images.csv'}")
     broken.write_bytes(good)
-    assert len(training.load_training_data(cfg, progress=False)) == 24
+    assert len(runs.holdout_data(cfg, progress=False).data) == 24
     assert not (project / "reports" / "r" / "skipped_images.csv").exists()  # a later load that skips none
     assert "skipped" not in runner.notebook_result(nb02, {"run_name": "r"}, since=t0)

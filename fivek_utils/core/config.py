@@ -90,6 +90,29 @@ _KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false",
           "list[str]": "a list of texts"}
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _normalised(name: str, value: Any) -> Any:
+    """The spellings a setting also takes: `tta` as "identity, flip"; `faces_beside_images` as a bare YAML
+    on / off, `mixed_precision` as a bare off (YAML reads them as true / false); `student_backbone` null for
+    "" (the teacher's)."""
+    if name == "tta" and isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    if name == "faces_beside_images" and isinstance(value, (bool, np.bool_)):
+        return "on" if value else "off"
+    if name == "mixed_precision" and value is False:
+        return "off"
+    if name == "student_backbone" and value is None:
+        return ""
+    return value
+
+
 def _checked_type(name: str, kind: str, value: Any) -> Any:
     """`value` as the setting's declared kind (`int`, `float`, `bool`, `str`, `list[str]`, or one of them
     `| None`), or a ConfigError naming the setting: a YAML "false" in quotes would be a true string, a 1.5
@@ -102,16 +125,23 @@ def _checked_type(name: str, kind: str, value: Any) -> Any:
         return bool(value)
     if base == "int" and isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         return int(value)
-    if base == "int" and isinstance(value, float) and value.is_integer():
+    if base == "int" and isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
+            and float(value).is_integer():
         return int(value)
     if base == "float" and isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
-        return value
+        return value if type(value) in (int, float) else float(value)  # numpy's as Python's: a config.yaml holds them
     if base == "str" and isinstance(value, (str, os.PathLike)):
         return os.fspath(value)
     if base == "list[str]" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return list(value)
     wanted = _KINDS.get(base, base) + (" or null" if none == "None" else "")
-    hint = " (in YAML, true and false without quotes)" if base == "bool" and isinstance(value, str) else ""
+    hint = ""
+    if base == "bool" and isinstance(value, str):
+        hint = " (in YAML, true and false without quotes)"
+    elif base == "str" and isinstance(value, bool):
+        hint = " (in YAML, quote it: a bare on / off / yes / no is read as true or false)"
+    elif base == "float" and isinstance(value, str) and _is_number(value):
+        hint = " (YAML reads a number like 3e-4 without a dot as text: write 3.0e-4)"
     raise ConfigError(f"{name}={value!r}: must be {wanted}{hint}")
 
 
@@ -214,12 +244,8 @@ class Config:
 
     def validate(self) -> None:
         """Fail early, naming the setting, on values no run can use."""
-        if isinstance(self.tta, str):
-            self.tta = [t.strip() for t in self.tta.split(",") if t.strip()]
-        if isinstance(self.faces_beside_images, bool):  # YAML reads a bare on / off as true / false
-            self.faces_beside_images = "on" if self.faces_beside_images else "off"
         for f in fields(self):
-            setattr(self, f.name, _checked_type(f.name, f.type, getattr(self, f.name)))
+            setattr(self, f.name, _checked_type(f.name, f.type, _normalised(f.name, getattr(self, f.name))))
         if self.image_size < 32:
             raise ConfigError(f"image_size={self.image_size}: EfficientNets need at least 32 pixels")
         if not 0.0 < self.val_fraction <= 0.5:
@@ -278,7 +304,7 @@ class Config:
         """One setting's value as its declared kind, or a ConfigError naming it (`fivek run` checks a
         pipeline YAML's settings this way before any notebook starts)."""
         kind = next(f.type for f in fields(cls) if f.name == name)
-        return _checked_type(name, kind, value)
+        return _checked_type(name, kind, _normalised(name, value))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, strict: bool = True) -> "Config":

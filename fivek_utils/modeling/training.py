@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from ..core.config import CACHE_DIR, SKIPPED_FILE, Config, ConfigError
-from ..core.io import atomic_group, atomic_write_csv, atomic_write_json, save_keras
+from ..core.config import CACHE_DIR, Config, ConfigError
+from ..core.io import atomic_group, atomic_write_json, save_keras
 from ..core.locks import holds_lock
 from ..core.metrics import evaluate, f1_5k, summary_row
 from ..data.images import load_images
@@ -125,9 +125,8 @@ def load_training_data(cfg: Config, size: int | None = None, *, progress: bool =
     """Load, validate and decode the training split.
 
     A bad meta file is an error; missing or unreadable images are counted, reported and
-    skipped (a long run should not die on one broken photo): printed, and listed with the reason in
-    `reports/<run>/skipped_images.csv`, which `fivek run`'s line for the notebook counts (the file
-    goes when a later load of the run skips none).
+    skipped (a long run should not die on one broken photo): printed here, kept in `skipped`
+    (`workflows.runs.record_skipped` lists them in the run's reports).
     """
     size = size or cfg.image_size
     df = load_meta(cfg.data_path, "train", check_files=False)
@@ -137,12 +136,8 @@ def load_training_data(cfg: Config, size: int | None = None, *, progress: bool =
     decoded = load_images(df["path"].tolist(), size, cache_dir=CACHE_DIR, num_workers=cfg.num_workers, progress=progress, desc="train",
                           cache_max_gb=cfg.cache_max_gb)
     skipped = {df["fname"].iloc[i]: msg for i, msg in decoded.errors.items()}
-    listed = cfg.report_dir / SKIPPED_FILE
     if skipped:
         print(decoded.report("training images"))
-        atomic_write_csv(listed, pd.DataFrame({"fname": list(skipped), "why": list(skipped.values())}))
-    else:
-        listed.unlink(missing_ok=True)
     keep = np.flatnonzero(decoded.ok)
     df = df.iloc[keep].reset_index(drop=True)
     return TrainingData(df, decoded.images[keep], label_array(df), skipped)

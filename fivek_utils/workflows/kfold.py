@@ -30,7 +30,7 @@ from ..modeling.backbones import KERAS_DROP_CONNECT_RATE, set_stochastic_depth
 from ..modeling.inference import STUDENTS_FILE, check_tta, predict_tta, save_ensemble
 from ..modeling.models import build_model
 from ..modeling.training import TrainingData, check_run_key, load_training_data, train_two_phase
-from .runs import save_run
+from .runs import record_skipped, save_run
 
 
 class FoldError(RuntimeError):
@@ -245,6 +245,7 @@ def kfold_data(cfg: Config, holdout_fraction: float = 0.0, *, progress: bool = T
     fold (stratified and duplicate-aware, like the folds), split the rest into `cfg.folds` folds and
     save them to data/processed/folds.csv."""
     data = load_training_data(cfg, size=train_size(cfg), progress=progress)
+    record_skipped(cfg, data)
     groups = duplicate_group_ids(data.df, progress=progress)
     if holdout_fraction > 0:
         cv_rows, hold_rows = holdout_split(data.df, holdout_fraction, cfg.seed + 1, groups)

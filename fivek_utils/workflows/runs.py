@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from ..core.config import REPORTS_DIR, Config
+from ..core.config import REPORTS_DIR, SKIPPED_FILE, Config
 from ..core.io import atomic_group, atomic_write_csv, atomic_write_json, save_keras
 from ..core.labels import HEADS, combine_5k
 from ..core.locks import holds_lock
@@ -91,6 +92,21 @@ def save_run(
     return paths
 
 
+def record_skipped(cfg: Config, data: TrainingData) -> Path | None:
+    """List a run's unreadable training images, with why, in `reports/<run>/skipped_images.csv`, which
+    `fivek run`'s line for the notebook counts; a load that skips none removes an earlier list. A list
+    that cannot be written (a read-only or full disk) is a warning: the skip itself was already said."""
+    path = cfg.report_dir / SKIPPED_FILE
+    try:
+        if not data.skipped:
+            path.unlink(missing_ok=True)
+            return None
+        return atomic_write_csv(path, pd.DataFrame({"fname": list(data.skipped), "why": list(data.skipped.values())}))
+    except OSError as exc:
+        warnings.warn(f"could not list the {len(data.skipped)} skipped training image(s) in {path}: {exc}", stacklevel=2)
+        return None
+
+
 def load_metrics(run_name: str) -> pd.DataFrame | None:
     """A finished run's metrics table, or None when that run has not been made."""
     path = REPORTS_DIR / run_name / "metrics.csv"
@@ -128,6 +144,7 @@ def holdout_data(cfg: Config, size: int | None = None, *, progress: bool = True)
     of it, stratified on the joint label with blanks and with near-duplicates kept on one side.
     Notebooks 02-04 call it with the same seed, so they share one split."""
     data = load_training_data(cfg, size, progress=progress)
+    record_skipped(cfg, data)
     groups = duplicate_group_ids(data.df, progress=progress)
     train_rows, val_rows = holdout_split(data.df, cfg.val_fraction, cfg.seed, groups)
     return Holdout(data, data.subset(train_rows), data.subset(val_rows))
