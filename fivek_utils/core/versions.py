@@ -40,7 +40,7 @@ SUPPORTED: dict[str, str] = {
     "tqdm": ">=4.66,<5",
     "papermill": ">=2.6,<3",
     "nbformat": ">=5.9,<6",
-    "ipykernel": ">=6.29,<8",
+    "ipykernel": ">=6.17.1,<8",  # Colab's 6.17.1 (a live runtime's kernel is not upgraded)
     "packaging": ">=23.2,<27",
 }
 
