@@ -2,7 +2,7 @@
 photos with faces, in the official Zalo layout and without the generator's `scenes.jsonl`, so the run
 sees what a real one sees: photos, labels and nothing else.
 
-Why the real photos: configs/full.yaml finds faces with a detector for photos (BlazeFace), which finds almost none of the generator's
+Why the real photos: configs/full.yaml finds faces with a detector for photos (RetinaFace), which finds almost none of the generator's
 cartoon faces, and the face stage stops when no training photo has a face. The package ships two
 public-domain photos with one face each (`resources/photos`); variants of them (mirrored, cropped,
 rescaled, lighter or darker) give it faces to find in every split. Their labels are their truth: one

@@ -191,8 +191,8 @@ def setup_cell_source(*, link_runs: bool = False, offline: bool = True) -> str:
         '                    "--find-links", _wheels[0], *_missing], check=False)',
         "    importlib.invalidate_caches()",
         "elif _missing:",
-        '    print("fivek: not installed:", ", ".join(_missing), "- pip install them with the internet on, "',
-        '          "or rebuild the kit with `fivek kaggle --with-wheels`")',
+        '    print("fivek: not installed:", ", ".join(_missing), "- with the internet on, pip install --no-deps them "',
+        '          "(retinaface\'s own pins would replace TensorFlow), or rebuild the kit with `fivek kaggle --with-wheels`")',
         "# one plain warning here if this image's packages are outside the versions the kit is tested with",
         "import fivek_utils",
     ]
