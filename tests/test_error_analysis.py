@@ -46,6 +46,14 @@ def test_breakdown_counts_every_known_label_once_per_factor(closeups):
     # accuracy is the share of right answers
     right = breakdown[(breakdown["factor"] == "mask_state") & (breakdown["head"] == "distancing")]
     assert ((right["accuracy"] >= 0) & (right["accuracy"] <= 1)).all()
+    # beside each accuracy, what the group's more common label would score: from the labels, not the answers
+    for _, row in breakdown[breakdown["factor"] == "people"].iterrows():
+        i = ["mask", "distancing"].index(row["head"])
+        rows = (scenes["people"].astype(str) == row["group"]).to_numpy() & (labels[:, i] >= 0)
+        share = labels[rows, i].mean()
+        assert row["majority_accuracy"] == pytest.approx(max(share, 1 - share)) and row["majority_accuracy"] >= 0.5
+    proper = breakdown[(breakdown["factor"] == "mask_state") & (breakdown["group"] == "proper") & (breakdown["head"] == "mask")]
+    assert proper["majority_accuracy"].iloc[0] > 0.9  # a properly masked photo is nearly always labelled masked
     states = set(breakdown[breakdown.factor == "mask_state"]["group"])
     assert "proper" in states and states <= {"proper", "none", "below_nose", "chin", "mixed"}
 

@@ -39,6 +39,9 @@ def test_quality_is_measured_where_the_truth_is_known_beside_always_yes():
     assert q_good.loc["mask", "accuracy"] > 0.9 and q_good.loc["mask", "auc"] > 0.95
     assert abs(q_noise.loc["mask", "auc"] - 0.5) < 0.1 and abs(q_noise.loc["mask", "accuracy"] - 0.5) < 0.1
     assert q_good.loc["mask", "f1_always_yes"] == pytest.approx(2 * truth[:, 0].mean() / (1 + truth[:, 0].mean()))
+    share = truth[filled[:, 0], 0].mean()  # every known entry of this table was filled
+    assert q_good.loc["mask", "majority_accuracy"] == pytest.approx(max(share, 1 - share))
+    assert q_good.loc["mask", "accuracy"] > q_good.loc["mask", "majority_accuracy"] >= q_noise.loc["mask", "accuracy"] - 0.1
     assert q_good.loc["mask", "brier"] < q_noise.loc["mask", "brier"]
     calibrated = rng.uniform(size=5000)
     outcome = (rng.uniform(size=5000) < calibrated).astype(float)

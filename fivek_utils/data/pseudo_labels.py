@@ -57,8 +57,8 @@ def _ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
 
 def pseudo_label_quality(probs: np.ndarray, truth: np.ndarray, filled: np.ndarray) -> pd.DataFrame:
     """Per head, over the entries whose truth is known and that were blank: how many there are, the share
-    kept as pseudo-labels, and the kept labels' accuracy (rounded at 0.5), F1 beside the always-"yes" F1
-    of the same entries, AUC (chance 0.5), Brier score and expected calibration error (ECE)."""
+    kept as pseudo-labels, and the kept labels' accuracy (rounded at 0.5) beside what the more common
+    label would score on them (`majority_accuracy`), F1 beside the always-"yes" F1 of the same entries, AUC (chance 0.5), Brier score and expected calibration error (ECE)."""
     probs, truth, filled = np.asarray(probs, float), np.asarray(truth, float), np.asarray(filled, bool)
     rows = {}
     for j, head in enumerate(HEADS):
@@ -69,6 +69,7 @@ def pseudo_label_quality(probs: np.ndarray, truth: np.ndarray, filled: np.ndarra
                "kept_share": float(kept.sum() / known.sum()) if known.any() else np.nan}
         if len(y):
             row |= {"accuracy": float(((p >= 0.5) == (y == 1)).mean()),
+                    "majority_accuracy": float(max(y.mean(), 1.0 - y.mean())),
                     "f1": float(f1_score(y, p >= 0.5, zero_division=0)),
                     "f1_always_yes": always_yes_f1(len(y), int(y.sum())),
                     "auc": auc_or_nan(y, p),

@@ -37,7 +37,9 @@ def confident_mistakes(table: pd.DataFrame, head: str, k: int = 8) -> pd.DataFra
 
 def error_breakdown(table: pd.DataFrame, scenes: pd.DataFrame, image_size: int) -> pd.DataFrame:
     """Accuracy of each head by people count, smallest face (pixels after the letterbox to
-    `image_size`) and mask state; columns factor, group, head, n, accuracy."""
+    `image_size`) and mask state; columns factor, group, head, n, accuracy and `majority_accuracy`,
+    what answering the group's more common label everywhere would score (within a mask state the mask
+    label is nearly constant, so an accuracy of 1.0 there can be a constant answer)."""
     from ..data.synth import face_heights
 
     merged = table.assign(image_id=table["image_id"].astype(str)).merge(scenes, on="image_id", how="inner")
@@ -50,13 +52,16 @@ def error_breakdown(table: pd.DataFrame, scenes: pd.DataFrame, image_size: int) 
             for h in HEADS:
                 known = part[f"correct_{h}"].dropna()
                 if len(known):
+                    pred = part.loc[known.index, f"pred_{h}"]  # the label, from the answer and whether it was right
+                    share = float(np.where(known == 1, pred, 1 - pred).mean())  # of label 1 among the known rows
                     rows.append({"factor": factor, "group": str(group), "head": h, "n": len(known),
-                                 "accuracy": float(known.mean())})
+                                 "accuracy": float(known.mean()), "majority_accuracy": max(share, 1.0 - share)})
     return pd.DataFrame(rows)
 
 
 def plot_error_breakdown(breakdown: pd.DataFrame, name: str | None = None, title: str = ""):
-    """Bars of accuracy per head for each factor of `error_breakdown`, with the row counts."""
+    """Bars of accuracy per head for each factor of `error_breakdown`, with the row counts; a black tick on
+    each bar marks what answering the group's more common label everywhere would score."""
     import matplotlib.pyplot as plt
 
     from ..core.plots import save_figure
@@ -71,6 +76,8 @@ def plot_error_breakdown(breakdown: pd.DataFrame, name: str | None = None, title
         for k, (h, colour) in enumerate(zip(HEADS, ("#2a9d8f", "#e9c46a"))):
             rows = part[part["head"] == h].set_index("group").reindex(groups)
             bars = ax.bar(x + (k - 0.5) * 0.38, rows["accuracy"].fillna(0), 0.38, color=colour, label=h)
+            ax.scatter(x + (k - 0.5) * 0.38, rows["majority_accuracy"], marker="_", s=160, color="black", zorder=3,
+                       label="majority answer" if k == 0 else None)
             for bar, n in zip(bars, rows["n"]):
                 if pd.notna(n):
                     ax.annotate(f"{int(n)}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
@@ -81,7 +88,7 @@ def plot_error_breakdown(breakdown: pd.DataFrame, name: str | None = None, title
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     axes[0].set_ylabel("accuracy (rows with the label known)")
     axes[0].legend(loc="lower left")
-    fig.suptitle(title or "where the model fails (numbers: rows)")
+    fig.suptitle(title or "where the model fails (numbers: rows; black ticks: the group's majority answer)")
     fig.tight_layout()
     save_figure(fig, name)
     return fig
