@@ -121,14 +121,13 @@ def _checked_type(name: str, kind: str, value: Any) -> Any:
     base, _, none = kind.partition(" | ")
     if value is None and none == "None":
         return None
-    if base == "bool" and isinstance(value, (bool, np.bool_)):
+    is_bool = isinstance(value, (bool, np.bool_))
+    number = isinstance(value, numbers.Real) and not is_bool
+    if base == "bool" and is_bool:
         return bool(value)
-    if base == "int" and isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+    if base == "int" and number and float(value).is_integer():
         return int(value)
-    if base == "int" and isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
-            and float(value).is_integer():
-        return int(value)
-    if base == "float" and isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+    if base == "float" and number:
         return value if type(value) in (int, float) else float(value)  # numpy's as Python's: a config.yaml holds them
     if base == "str" and isinstance(value, (str, os.PathLike)):
         return os.fspath(value)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..core.environment import cpu_count
 from .images import HASH_SIDE, ImageReadError, duplicate_groups, image_info, open_rgb, phash
-from .meta import SPLITS, available_splits, label_counts, load_meta, split_paths
+from .meta import SPLITS, available_splits, files_not_in_meta, label_counts, load_meta, split_paths
 
 
 def _size_summary(infos: list[dict]) -> dict:
@@ -94,7 +94,7 @@ def describe_split(root: str | os.PathLike, split: str, *, duplicates: bool = Tr
         "unreadable": int((status == "unreadable").sum()),
         "first_missing": df.loc[status == "missing", "fname"].head(5).tolist(),
         "first_unreadable": unreadable[:5],
-        "extra_files_not_in_meta": len(set(os.listdir(images_dir)) - set(df["fname"])),
+        "extra_files_not_in_meta": len(files_not_in_meta(images_dir, df["fname"])),
     }
     readable = table[status == "ok"]
     out["image_sizes"] = _size_summary(readable.to_dict("records"))

@@ -66,6 +66,12 @@ def available_splits(root: str | os.PathLike) -> list[str]:
     return [s for s in SPLITS if split_paths(root, s)[1].exists()]
 
 
+def files_not_in_meta(images_dir: str | os.PathLike, fnames) -> list[str]:
+    """Files in an images/ folder that a meta file does not list (hidden files such as .DS_Store aside):
+    they get no row, since the meta file defines the rows."""
+    return sorted({n for n in os.listdir(images_dir) if not n.startswith(".")} - set(fnames))
+
+
 # --- reading and checking -------------------------------------------------------------------
 def read_csv_strict(path: str | os.PathLike, error: type[Exception] = DataValidationError, *, exact: bool = False) -> pd.DataFrame:
     """A CSV file as a table of stripped strings, or `error` naming the file and the bad lines.
@@ -91,11 +97,12 @@ def read_csv_strict(path: str | os.PathLike, error: type[Exception] = DataValida
     rows, lines = [], []
     try:
         for row in reader:
-            if exact and row and (not any(v.strip() for v in row) or any(v != v.strip() for v in row)):
-                what = "has empty fields only" if not any(v.strip() for v in row) else \
-                    f"has a value with spaces around it: {next(v for v in row if v != v.strip())!r}"
+            blank = not any(v.strip() for v in row)
+            spaced = next((v for v in row if v != v.strip()), None)
+            if exact and row and (blank or spaced is not None):
+                what = "has empty fields only" if blank else f"has a value with spaces around it: {spaced!r}"
                 raise error(f"{path}: line {reader.line_num} {what} (a reader such as pandas would take it as it is)")
-            if row and any(v.strip() for v in row):
+            if not blank:
                 rows.append([v.strip() for v in row])
                 lines.append(reader.line_num)
     except csv.Error as exc:

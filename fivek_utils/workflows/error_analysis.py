@@ -42,7 +42,8 @@ def error_breakdown(table: pd.DataFrame, scenes: pd.DataFrame, image_size: int) 
     label is nearly constant, so an accuracy of 1.0 there can be a constant answer)."""
     from ..data.synth import face_heights
 
-    merged = table.assign(image_id=table["image_id"].astype(str)).merge(scenes, on="image_id", how="inner")
+    merged = table.assign(image_id=table["image_id"].astype(str)).merge(scenes, on="image_id", how="inner",
+                                                                         suffixes=("", "_scene"))
     smallest = merged["scene"].map(lambda s: min(face_heights(s, image_size)))
     merged["face"] = pd.cut(smallest, FACE_BINS, labels=FACE_LABELS, right=False)
     merged["people"] = merged["people"].astype(str)
@@ -52,8 +53,7 @@ def error_breakdown(table: pd.DataFrame, scenes: pd.DataFrame, image_size: int) 
             for h in HEADS:
                 known = part[f"correct_{h}"].dropna()
                 if len(known):
-                    pred = part.loc[known.index, f"pred_{h}"]  # the label, from the answer and whether it was right
-                    share = float(np.where(known == 1, pred, 1 - pred).mean())  # of label 1 among the known rows
+                    share = float(part.loc[known.index, h].mean())  # of label 1 among the known rows
                     rows.append({"factor": factor, "group": str(group), "head": h, "n": len(known),
                                  "accuracy": float(known.mean()), "majority_accuracy": max(share, 1.0 - share)})
     return pd.DataFrame(rows)

@@ -21,7 +21,7 @@ import yaml
 
 from ..core.io import atomic_group, atomic_write_text
 from ..core.locks import holds_lock
-from ..data.meta import DataValidationError, read_meta
+from ..data.meta import DataValidationError, files_not_in_meta, read_meta
 from ..data.submission import check_submission, write_submission
 from ..modeling.inference import Ensemble, answer_frame, predict_split
 from .stacking import has_stack, load_stack, predict_stack
@@ -40,20 +40,13 @@ def read_test_folder(test_dir: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     return meta, metas[0]
 
 
-def unlisted_images(test_dir: str | os.PathLike, meta: pd.DataFrame) -> list[str]:
-    """Files in the test folder's images/ that its meta file does not list (hidden files aside): they get
-    no row, since the meta file defines the rows, and a warning says how many."""
-    images = Path(test_dir) / "images"
-    return sorted(set(n for n in os.listdir(images) if not n.startswith(".")) - set(meta["fname"]))
-
-
 @holds_lock(lambda a: a["out"])
 def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str | os.PathLike, *, tta=None,
                        batch_size: int = 64, probabilities: bool = True, progress: bool = True) -> dict:
     """Predict every image of `test_dir` with the run's ensemble and write the submission, its
     probabilities and its record; return the checked summary (rows, positives, fallback rows, speed)."""
     meta, meta_path = read_test_folder(test_dir)
-    unlisted = unlisted_images(test_dir, meta)
+    unlisted = files_not_in_meta(Path(test_dir) / "images", meta["fname"])
     if unlisted:
         warnings.warn(f"{len(unlisted)} file(s) in {Path(test_dir) / 'images'} are not in {meta_path.name} and get no row "
                       f"(the meta file lists the test images), e.g. {unlisted[:3]}", stacklevel=2)
