@@ -5,6 +5,7 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from fivek_utils.core.labels import MISSING, combine_5k, decide_5k
+from fivek_utils.core import metrics
 from fivek_utils.core.metrics import base_rates, evaluate, f1_5k, fallback_5k, truth_5k, tune_thresholds
 
 
@@ -93,3 +94,22 @@ def test_perfectly_separable_scores_reach_f1_one():
     probs = np.where(labels == 1, 0.8, 0.3)
     t = tune_thresholds(labels, probs)
     assert t["f1_mask"] == 1.0 and t["f1_distancing"] == 1.0 and t["f1_5K"] == 1.0
+
+
+def test_f1_curves_carry_each_targets_always_yes_f1_of_its_known_rows():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, (60, 2)).astype(float)
+    labels[:10, 0] = -1  # mask blank on ten rows: the mask curve and 5K leave them out
+    labels[10:15, 1] = -1
+    probs = rng.random((60, 2))
+    curves = metrics.f1_curves(labels, probs)
+    yes = curves.groupby("target")["f1_always_yes"].agg(["min", "max"])
+    assert (yes["min"] == yes["max"]).all()  # a constant per target
+    m = labels[labels[:, 0] >= 0, 0]
+    assert yes.loc["mask", "min"] == pytest.approx(f1_score(m, np.ones_like(m)))
+    y5 = metrics.truth_5k(labels)
+    y5 = y5[y5 >= 0]
+    assert yes.loc["5K", "min"] == pytest.approx(f1_score(y5, np.ones_like(y5)))
+    # at the lowest thresholds almost every row is answered 1, so F1 is close to the baseline
+    low = curves[curves.threshold == curves.threshold.min()].set_index("target")
+    assert abs(low.loc["mask", "f1"] - low.loc["mask", "f1_always_yes"]) < 0.05

@@ -80,3 +80,21 @@ def test_faces_per_image_histogram_counts_every_image(figures):
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert sum(heights) == 3 and heights[:3] == [1, 1, 1]  # one image each with 0, 1 and 2 faces
     assert (figures / "counts.png").exists()
+
+
+def test_f1_thresholds_draw_the_always_yes_lines_and_the_tuned_5k_pair(figures):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (80, 2)).astype(float)
+    probs = np.clip(labels * 0.5 + rng.random((80, 2)) * 0.5, 0, 1)
+    curves = metrics.f1_curves(labels, probs)
+    thresholds = metrics.tune_thresholds(labels, probs)
+    fig = plots.plot_f1_thresholds(curves, thresholds, name="f")
+    ax = fig.axes[0]
+    flat = [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--" and len(line.get_ydata())]
+    expected = curves.groupby("target")["f1_always_yes"].first()
+    assert sorted(flat) == pytest.approx(sorted(expected))
+    star = [line for line in ax.get_lines() if line.get_marker() == "*"]
+    assert len(star) == 1
+    assert star[0].get_xdata()[0] == thresholds["5k_mask"] and star[0].get_ydata()[0] == thresholds["f1_5K"]
+    assert f"{thresholds['f1_5K']:.3f}" in star[0].get_label()
+    assert (figures / "f.png").exists()

@@ -154,16 +154,21 @@ def tune_thresholds(labels: np.ndarray, probs: np.ndarray, grid: np.ndarray = GR
 
 
 def f1_curves(labels: np.ndarray, probs: np.ndarray, grid: np.ndarray = GRID) -> pd.DataFrame:
-    """F1 against threshold per head, and 5K with one shared threshold on both heads."""
+    """F1 against threshold per head, and 5K with one shared threshold on both heads; each row
+    carries its target's always-"yes" F1 (the same rows answered 1 everywhere) as the baseline."""
     rows = []
     y5 = truth_5k(labels)
+    known = {h: labels[:, i] >= 0 for i, h in enumerate(HEADS)}
+    known["5K"] = y5 >= 0
+    truth = {h: labels[known[h], i].astype(int) for i, h in enumerate(HEADS)}
+    truth["5K"] = y5[known["5K"]].astype(int)
+    yes = {t: always_yes_f1(len(y), int(y.sum())) for t, y in truth.items()}
     for t in grid:
         for i, h in enumerate(HEADS):
-            known = labels[:, i] >= 0
-            rows.append({"threshold": t, "target": h, "f1": f1_score(labels[known, i].astype(int), (probs[known, i] >= t).astype(int), zero_division=0)})
-        known = y5 >= 0
-        pred = decide_5k(probs[known, 0], probs[known, 1], t, t)
-        rows.append({"threshold": t, "target": "5K", "f1": f1_score(y5[known].astype(int), pred, zero_division=0)})
+            pred = (probs[known[h], i] >= t).astype(int)
+            rows.append({"threshold": t, "target": h, "f1": f1_score(truth[h], pred, zero_division=0), "f1_always_yes": yes[h]})
+        pred = decide_5k(probs[known["5K"], 0], probs[known["5K"], 1], t, t)
+        rows.append({"threshold": t, "target": "5K", "f1": f1_score(truth["5K"], pred, zero_division=0), "f1_always_yes": yes["5K"]})
     return pd.DataFrame(rows)
 
 

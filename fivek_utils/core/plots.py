@@ -155,17 +155,29 @@ def plot_confusions(table: pd.DataFrame, name: str | None = None, title: str = "
 
 
 def plot_f1_thresholds(curves: pd.DataFrame, thresholds: dict | None = None, name: str | None = None, title: str = ""):
-    """F1 against the decision threshold per target; chosen thresholds marked."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    """F1 against the decision threshold per target, each beside its always-"yes" F1 (dashed, when
+    `curves` has `f1_always_yes`); the heads' chosen thresholds dotted, and the tuned 5K pair (a
+    threshold per head, so off the shared-threshold 5K curve) marked with its F1."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    colors = {}
     for target, part in curves.groupby("target", sort=False):
-        ax.plot(part["threshold"], part["f1"], label=target)
-    for key, color in (("mask", "C0"), ("distancing", "C1")):
-        if thresholds and key in thresholds:
-            ax.axvline(thresholds[key], color=color, ls=":", lw=1)
-    ax.set_xlabel("threshold")
+        (line,) = ax.plot(part["threshold"], part["f1"], label=target)
+        colors[target] = line.get_color()
+        if "f1_always_yes" in part:
+            ax.axhline(float(part["f1_always_yes"].iloc[0]), color=colors[target], ls="--", lw=0.8, alpha=0.7)
+    if "f1_always_yes" in curves:
+        ax.plot([], [], color="grey", ls="--", lw=0.8, label='always "yes"')
+    for key in ("mask", "distancing"):
+        if thresholds and key in thresholds and key in colors:
+            ax.axvline(thresholds[key], color=colors[key], ls=":", lw=1)
+    t = thresholds or {}
+    if {"5k_mask", "5k_distancing", "f1_5K"} <= t.keys():
+        ax.plot([t["5k_mask"]], [t["f1_5K"]], marker="*", ms=11, ls="none", color=colors.get("5K", "k"), markeredgecolor="k",
+                label=f"tuned 5K pair (mask {t['5k_mask']:.2f}, dist. {t['5k_distancing']:.2f}): F1 {t['f1_5K']:.3f}")
+    ax.set_xlabel("threshold (5K curve: the same on both heads; the star at its mask threshold)")
     ax.set_ylabel("F1")
     ax.set_ylim(0, 1.02)
-    ax.legend()
+    ax.legend(fontsize=7, loc="lower left")
     ax.set_title(title or "F1 against threshold")
     fig.tight_layout()
     save_figure(fig, name)
