@@ -69,7 +69,7 @@ _EXPORTS = {
     "export_automl_savedmodel": "modeling.pretrained.standin",
     # workflows
     "holdout_data": "workflows.runs", "save_run": "workflows.runs", "load_metrics": "workflows.runs",
-    "compare_runs": "workflows.runs", "predictions_frame": "workflows.runs",
+    "compare_runs": "workflows.runs", "compare_settings": "workflows.runs", "unlike_settings": "workflows.runs", "predictions_frame": "workflows.runs",
     "predict_submission": "workflows.predict",
     "prediction_table": "workflows.error_analysis", "confident_mistakes": "workflows.error_analysis",
     "read_scenes": "data.scenes", "error_breakdown": "workflows.error_analysis",

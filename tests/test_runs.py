@@ -71,6 +71,41 @@ def test_save_run_writes_what_predict_and_comparisons_read(project):
     assert paths["metrics"] == project / "reports" / "r" / "metrics.csv"
 
 
+
+def test_compare_settings_says_where_two_runs_are_not_alike(project):
+    """Notebooks 03 and 04 print it beside their metrics: a progressive run that ends at another image size,
+    trains other epochs or validates on other rows is not a like-for-like comparison, and the table says so."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, (12, 2)).astype("float32")
+    probs = rng.uniform(size=(12, 2))
+    table = evaluate(labels, probs)
+    thresholds = {"mask": 0.5, "distancing": 0.5, "5k_mask": 0.5, "5k_distancing": 0.5, "f1_5K": 0.5}
+
+    def save(name, size, epochs, ids):
+        df = pd.DataFrame({"image_id": ids, "fname": [f"{i}.jpg" for i in ids]})
+        history = pd.DataFrame({"epoch": np.arange(1, epochs + 1), "train_seconds": [1.5] * epochs})
+        runs.save_run(Config(run_name=name, image_size=size), None, val_df=df, val_labels=labels, val_probs=probs,
+                      thresholds=thresholds, metrics=table, train_labels=labels, history=history)
+
+    ids = [str(i) for i in range(12)]
+    save("fixed", 224, 3, ids)
+    save("same", 224, 3, ids)
+    save("progressive", 192, 6, ids[:-1] + ["other"])
+    alike = runs.compare_settings(["fixed", "same", "not made"])
+    assert list(alike.columns) == ["fixed", "same", "alike"]
+    assert alike.drop(index="training seconds")["alike"].all()
+    assert alike.loc["training seconds", "fixed"] == 4.5
+    both = runs.compare_settings(["fixed", "progressive"])
+    assert both.loc["image size at the end"].tolist() == [224, 192, False]
+    assert both.loc["epochs trained"].tolist() == [3, 6, False]
+    assert both.loc["validation rows as fixed's", "progressive"] == "no (11 shared)"
+    assert not both.loc["validation rows as fixed's", "alike"]
+    assert both.loc["backbone", "alike"] and runs.compare_settings(["not made"]).empty
+    assert runs.unlike_settings(both) == ("not like for like in: image size at the end, epochs trained, "
+                                          "validation rows as fixed's")
+    assert runs.unlike_settings(alike) == "like for like in every setting listed"
+    assert runs.unlike_settings(runs.compare_settings(["fixed"])) == "nothing to compare with: only fixed made"
+
 def test_unreadable_training_images_are_listed_in_the_run_and_counted_on_its_line(project, monkeypatch):
     """A broken photo is skipped, not fatal; the run lists it (file and reason) and `fivek run`'s line
     for the notebook counts it, so a skip is not seen only inside the executed notebook. (Notebook 05's

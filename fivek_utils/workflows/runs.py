@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
+import yaml
 
 from ..core.config import REPORTS_DIR, SKIPPED_FILE, Config
 from ..core.io import atomic_group, atomic_write_csv, atomic_write_json, save_keras
@@ -120,6 +122,51 @@ def compare_runs(tables: dict[str, pd.DataFrame | None],
     parts = {name: t.reindex(columns=list(columns)).astype(float) for name, t in tables.items() if t is not None}
     return pd.concat(parts, axis=1) if parts else pd.DataFrame()
 
+
+
+def compare_settings(run_names: list[str]) -> pd.DataFrame:
+    """What made each run, beside its metrics in `compare_runs`: backbone, weights, the image size it
+    ended at, the epochs it trained (early stopping included) and their seconds, its validation rows
+    and whether they are the first run's. Runs not made yet are left out; `alike` says whether the
+    runs agree on a row, so a comparison that is not like for like says where."""
+    cols = {}
+    first_ids = None
+    for name in run_names:
+        run, rep = Config(run_name=name).run_dir, REPORTS_DIR / name
+        if not (run / "config.yaml").exists():
+            continue
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        info = json.loads((run / "ensemble.json").read_text()) if (run / "ensemble.json").exists() else {}
+        history = pd.read_csv(rep / "history.csv") if (rep / "history.csv").exists() else pd.DataFrame()
+        ids = set(pd.read_csv(run / "val_predictions.csv", dtype={"image_id": str})["image_id"]) if (run / "val_predictions.csv").exists() else set()
+        if first_ids is None:
+            first_ids, same = ids, "-"
+        else:
+            same = "yes" if ids == first_ids else f"no ({len(ids & first_ids)} shared)"
+        cols[name] = {
+            "data_dir": cfg.get("data_dir"), "seed": cfg.get("seed"),
+            "backbone": cfg.get("backbone"), "weights": cfg.get("weights"),
+            "image size at the end": info.get("image_size", cfg.get("image_size")),
+            "epochs trained": len(history),
+            "training seconds": round(float(history["train_seconds"].sum()), 1) if "train_seconds" in history else None,
+            "validation rows": len(ids),
+            f"validation rows as {next(iter(cols), name)}'s": same,
+        }
+    table = pd.DataFrame(cols).astype(object)
+    if len(table.columns) > 1:
+        alike = {key: len({str(v) for v in row}) == 1 for key, row in table.iterrows()}
+        alike[table.index[-1]] = all(v in ("-", "yes") for v in table.iloc[-1])
+        alike["training seconds"] = "-"  # never alike, and a difference says nothing about the comparison
+        table["alike"] = pd.Series(alike, dtype=object)
+    return table
+
+
+def unlike_settings(table: pd.DataFrame) -> str:
+    """One line on a `compare_settings` table: where its runs differ, or that they do not."""
+    if "alike" not in table:
+        return f"nothing to compare with: only {', '.join(table.columns) or 'no run'} made"
+    differ = [key for key, same in table["alike"].items() if same is False]
+    return ("not like for like in: " + ", ".join(differ)) if differ else "like for like in every setting listed"
 
 @dataclass
 class Holdout:
