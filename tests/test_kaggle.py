@@ -2,6 +2,7 @@
 dataset is an importable package, the set-up cell finds it under /kaggle/input, and one bundled
 notebook runs under papermill on a fake /kaggle tree, writing only to /kaggle/working."""
 
+import ast
 import json
 import os
 import re
@@ -132,9 +133,28 @@ def test_setup_cell_checks_distributions_not_modules(tmp_path):
                                  "FIVEK_KAGGLE_ROOT": str(tmp_path / "kaggle")})
     importable, missing = result.stdout.splitlines()[-2:]
     assert importable == "True"  # a module check (the cell's before) would take retina-face's for the wheel
-    missing = eval(missing)  # noqa: S307 - the list the cell printed
+    missing = ast.literal_eval(missing)
     assert "retinaface" in missing and "mtcnn" not in missing and "keras-cv" in missing
 
+
+def test_setup_cell_of_an_online_notebook_installs_each_missing_package_and_names_what_failed(tmp_path):
+    """With the internet on and no wheels/, the cell pip installs each missing package from PyPI, pinned and
+    --no-deps, one at a time; what still is not there is named with its pin. (No network here: in a venv
+    made without pip, every install fails at once, and the cell must go on and say so.)"""
+    import venv
+
+    venv.create(tmp_path / "bare", with_pip=False)
+    python = tmp_path / "bare" / "bin" / "python"
+    cell = tmp_path / "cell.py"
+    source = kg.setup_cell_source(offline=False)
+    assert "FIVEK_OFFLINE" not in source
+    cell.write_text(source[:source.rindex("import fivek_utils")])
+    result = subprocess.run([str(python), str(cell)], capture_output=True, text=True, check=True, cwd=tmp_path,
+                            env={"PYTHONPATH": str(CODE_ROOT), "PATH": os.environ.get("PATH", ""),
+                                 "FIVEK_KAGGLE_ROOT": str(tmp_path / "kaggle")})
+    assert result.stderr.count("No module named pip") == len(kg.WHEELS)  # one try a package, none stopped the rest
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("fivek: not installed:")]
+    assert "'retinaface==1.1.1'" in line and "'mtcnn==1.0.0'" in line and "--with-wheels" in line
 
 def test_setup_cell_puts_an_attached_kit_on_sys_path(bundle, tmp_path):
     """`python -S`: no site-packages, so fivek_utils is not installed, as on a fresh Kaggle image."""

@@ -93,17 +93,31 @@ def test_compare_settings_says_where_two_runs_are_not_alike(project):
     save("progressive", 192, 6, ids[:-1] + ["other"])
     alike = runs.compare_settings(["fixed", "same", "not made"])
     assert list(alike.columns) == ["fixed", "same", "alike"]
-    assert alike.drop(index="training seconds")["alike"].all()
+    assert alike.drop(index="training seconds")["alike"].tolist() == [True] * 8
     assert alike.loc["training seconds", "fixed"] == 4.5
+    assert runs.unlike_settings(alike) == "like for like in every setting listed"
     both = runs.compare_settings(["fixed", "progressive"])
     assert both.loc["image size at the end"].tolist() == [224, 192, False]
     assert both.loc["epochs trained"].tolist() == [3, 6, False]
     assert both.loc["validation rows as fixed's", "progressive"] == "no (11 shared)"
-    assert not both.loc["validation rows as fixed's", "alike"]
-    assert both.loc["backbone", "alike"] and runs.compare_settings(["not made"]).empty
+    assert both.loc["validation rows", "alike"] is True and both.loc["backbone", "alike"] is True
     assert runs.unlike_settings(both) == ("not like for like in: image size at the end, epochs trained, "
                                           "validation rows as fixed's")
-    assert runs.unlike_settings(alike) == "like for like in every setting listed"
+    # what the comparison is about is shown, not counted against it
+    design = runs.compare_settings(["fixed", "progressive"], by_design=("image size at the end",))
+    assert runs.unlike_settings(design) == ("not like for like in: epochs trained, validation rows as fixed's; "
+                                            "compared by design: image size at the end")
+    # a run whose files do not record a setting (no history, no predictions): unknown, never "0 epochs"
+    (project / "reports" / "same" / "history.csv").unlink()
+    (project / "models" / "same" / "val_predictions.csv").unlink()
+    partial = runs.compare_settings(["fixed", "same"])
+    assert partial.loc["epochs trained"].tolist() == [3, "unknown", "unknown"]
+    assert partial.loc["validation rows as fixed's"].tolist() == ["-", "unknown", "unknown"]
+    assert runs.unlike_settings(partial) == (
+        "like for like in every setting known; unknown (a run's files do not record it): "
+        "epochs trained, validation rows, validation rows as fixed's")
+    assert runs.compare_settings(["not made"]).empty
+    assert runs.unlike_settings(runs.compare_settings(["not made"])) == "nothing to compare with: no run made yet"
     assert runs.unlike_settings(runs.compare_settings(["fixed"])) == "nothing to compare with: only fixed made"
 
 def test_unreadable_training_images_are_listed_in_the_run_and_counted_on_its_line(project, monkeypatch):

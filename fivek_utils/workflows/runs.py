@@ -124,49 +124,79 @@ def compare_runs(tables: dict[str, pd.DataFrame | None],
 
 
 
-def compare_settings(run_names: list[str]) -> pd.DataFrame:
+UNKNOWN = "unknown"  # a setting a run's files do not record
+
+
+def compare_settings(run_names: list[str], by_design: tuple[str, ...] = ()) -> pd.DataFrame:
     """What made each run, beside its metrics in `compare_runs`: backbone, weights, the image size it
     ended at, the epochs it trained (early stopping included) and their seconds, its validation rows
-    and whether they are the first run's. Runs not made yet are left out; `alike` says whether the
-    runs agree on a row, so a comparison that is not like for like says where."""
-    cols = {}
-    first_ids = None
+    and whether they are the first run's. Runs not made yet are left out. `alike` says whether the runs
+    agree on a row, so a comparison that is not like for like says where; rows in `by_design` (what the
+    comparison is about, such as notebook 03's backbone and weights) say "by design" instead, and a
+    setting a run's files do not record (an older run, a run saved without its history) is "unknown"."""
+    cols: dict[str, dict] = {}
+    first_ids, same_key = None, None
     for name in run_names:
-        run, rep = Config(run_name=name).run_dir, REPORTS_DIR / name
+        made = Config(run_name=name)
+        run, rep = made.run_dir, made.report_dir
         if not (run / "config.yaml").exists():
             continue
         cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
         info = json.loads((run / "ensemble.json").read_text()) if (run / "ensemble.json").exists() else {}
-        history = pd.read_csv(rep / "history.csv") if (rep / "history.csv").exists() else pd.DataFrame()
-        ids = set(pd.read_csv(run / "val_predictions.csv", dtype={"image_id": str})["image_id"]) if (run / "val_predictions.csv").exists() else set()
-        if first_ids is None:
-            first_ids, same = ids, "-"
+        history = pd.read_csv(rep / "history.csv") if (rep / "history.csv").exists() else None
+        preds = run / "val_predictions.csv"
+        ids = set(pd.read_csv(preds, dtype={"image_id": str})["image_id"]) if preds.exists() else None
+        if same_key is None:
+            first_ids, same_key, same = ids, f"validation rows as {name}'s", "-"
+        elif ids is None or first_ids is None:
+            same = UNKNOWN
         else:
             same = "yes" if ids == first_ids else f"no ({len(ids & first_ids)} shared)"
         cols[name] = {
             "data_dir": cfg.get("data_dir"), "seed": cfg.get("seed"),
             "backbone": cfg.get("backbone"), "weights": cfg.get("weights"),
-            "image size at the end": info.get("image_size", cfg.get("image_size")),
-            "epochs trained": len(history),
-            "training seconds": round(float(history["train_seconds"].sum()), 1) if "train_seconds" in history else None,
-            "validation rows": len(ids),
-            f"validation rows as {next(iter(cols), name)}'s": same,
+            "image size at the end": info.get("image_size", cfg.get("image_size", UNKNOWN)),
+            "epochs trained": len(history) if history is not None else UNKNOWN,
+            "training seconds": (round(float(history["train_seconds"].sum()), 1)
+                                 if history is not None and "train_seconds" in history else UNKNOWN),
+            "validation rows": len(ids) if ids is not None else UNKNOWN,
+            same_key: same,
         }
     table = pd.DataFrame(cols).astype(object)
     if len(table.columns) > 1:
-        alike = {key: len({str(v) for v in row}) == 1 for key, row in table.iterrows()}
-        alike[table.index[-1]] = all(v in ("-", "yes") for v in table.iloc[-1])
-        alike["training seconds"] = "-"  # never alike, and a difference says nothing about the comparison
-        table["alike"] = pd.Series(alike, dtype=object)
+
+        def verdict(key: str, values: list) -> bool | str:
+            if key in by_design:
+                return "by design"
+            if key == "training seconds":
+                return "-"  # never alike, and a difference says nothing about the comparison
+            if any(isinstance(v, str) and v == UNKNOWN for v in values):
+                return UNKNOWN
+            if key == same_key:
+                return all(v in ("-", "yes") for v in values)
+            return len({str(v) for v in values}) == 1
+
+        table["alike"] = pd.Series({key: verdict(key, list(row)) for key, row in table.iterrows()}, dtype=object)
     return table
 
 
 def unlike_settings(table: pd.DataFrame) -> str:
-    """One line on a `compare_settings` table: where its runs differ, or that they do not."""
+    """One line on a `compare_settings` table: where its runs differ, or that they do not; what they
+    differ in by design, and what their files do not say."""
     if "alike" not in table:
-        return f"nothing to compare with: only {', '.join(table.columns) or 'no run'} made"
-    differ = [key for key, same in table["alike"].items() if same is False]
-    return ("not like for like in: " + ", ".join(differ)) if differ else "like for like in every setting listed"
+        return "nothing to compare with: " + (f"only {', '.join(table.columns)} made" if len(table.columns) else "no run made yet")
+    alike = table["alike"]
+    differ = [key for key, v in alike.items() if v is False]
+    unknown = [key for key, v in alike.items() if isinstance(v, str) and v == UNKNOWN]
+    design = [key for key, v in alike.items() if isinstance(v, str) and v == "by design"]
+    parts = ["not like for like in: " + ", ".join(differ) if differ
+             else f"like for like in every setting {'known' if unknown else 'listed'}"]
+    if design:
+        parts.append("compared by design: " + ", ".join(design))
+    if unknown:
+        parts.append("unknown (a run's files do not record it): " + ", ".join(unknown))
+    return "; ".join(parts)
+
 
 @dataclass
 class Holdout:
