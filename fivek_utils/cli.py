@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-dir", required=True, help="folder with images/ and its *_meta.csv, e.g. /data/private_test")
     p.add_argument("--out", required=True, help="submission CSV to write, e.g. /result/submission.csv")
     p.add_argument("--tta", nargs="*", choices=["identity", "flip"],
-                   help="augmentations (identity flip); default: those the run's thresholds were tuned with")
+                   help="augmentations (identity flip); default: those the run's thresholds were tuned with (others are warned about)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-probs", action="store_true", help="do not write <out>_probs.csv beside it")
     p.add_argument("--teacher", action="store_true",

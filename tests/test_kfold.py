@@ -20,12 +20,13 @@ def _fold_data(n=8, size=32):
     return TrainingData(df, rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), labels)
 
 
-def _finish_fold(run_dir, k, rows, tta=2, hold_rows=0):
+def _finish_fold(run_dir, k, rows, tta=2, hold_rows=0, **saved):
     """What a finished fold leaves behind: its model file and its predictions."""
     fold = run_dir / f"fold{k}"
     fold.mkdir(parents=True)
     (fold / "model.keras").write_bytes(b"")
-    np.savez(fold / "predictions.npz", oof=np.full((len(rows), tta, 2), 0.25 + k / 2), holdout=np.zeros((tta, hold_rows, 2)), rows=rows)
+    np.savez(fold / "predictions.npz", oof=np.full((len(rows), tta, 2), 0.25 + k / 2), holdout=np.zeros((tta, hold_rows, 2)),
+             rows=rows, **saved)
 
 
 def test_kfold_skips_finished_folds_and_names_the_failing_one(tmp_path):
@@ -47,6 +48,24 @@ def test_kfold_skips_finished_folds_and_names_the_failing_one(tmp_path):
         run_kfold(cfg, data, np.array([1, 0, 2] * 2 + [0, 1]), run_dir=tmp_path)  # other folds
     with pytest.raises(ConfigError, match="other rows, folds, hold-out or TTA"):
         run_kfold(cfg.replace(tta=["identity"]), data, folds, run_dir=tmp_path)
+
+
+def test_kfold_refuses_finished_folds_whose_holdout_answers_are_for_other_photos(tmp_path):
+    """A fold's saved hold-out answers are reused only for the same hold-out photos, not any of the same count."""
+    from fivek_utils.core.config import Config
+    from fivek_utils.modeling.training import TrainingData, ids_digest
+    from fivek_utils.workflows.kfold import run_kfold
+
+    data, folds = _fold_data(), np.array([0, 1, 2] * 2 + [0, 1])
+    hold = _fold_data(n=3)
+    for k in range(3):
+        _finish_fold(tmp_path, k, np.flatnonzero(folds == k), hold_rows=3, holdout_ids=ids_digest(hold.df))
+    cfg = Config(image_size=32)
+    result = run_kfold(cfg, data, folds, holdout=hold, run_dir=tmp_path)  # the same photos: loaded, nothing trains
+    assert result.holdout.shape[-2:] == (3, 2)
+    other = TrainingData(hold.df.assign(image_id=[10, 11, 12]), hold.images, hold.labels)
+    with pytest.raises(ConfigError, match="fold 0 of a run with other rows, folds, hold-out or TTA"):
+        run_kfold(cfg, data, folds, holdout=other, run_dir=tmp_path)
 
 
 def test_kfold_refuses_a_finished_fold_trained_with_other_settings(tmp_path):

@@ -60,6 +60,18 @@ def test_writes_submission_probabilities_and_record(run_and_test, tmp_path):
     assert record["images_not_in_meta"] == ["5.jpg"]
 
 
+def test_tta_other_than_the_tuned_one_is_said(run_and_test, tmp_path):
+    run, test = run_and_test
+    with pytest.warns(UserWarning) as warned:
+        summary = predict_submission(load_ensemble(run), test, tmp_path / "s.csv", tta=["identity"], batch_size=2, progress=False)
+    said = [str(w.message) for w in warned]
+    assert any(m.startswith("TTA ['identity'] is not the ['identity', 'flip']") for m in said), said
+    assert summary["rows"] == 4
+    with pytest.warns(UserWarning) as warned:  # the tuned one, named: nothing to say about it
+        predict_submission(load_ensemble(run), test, tmp_path / "t.csv", tta=["identity", "flip"], batch_size=2, progress=False)
+    assert not [w for w in warned if str(w.message).startswith("TTA")]
+
+
 def test_a_test_folder_needs_images_and_one_meta_file(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(FileNotFoundError, match=r"exactly one \*_meta.csv"):

@@ -29,7 +29,7 @@ from ..data.folds import duplicate_group_ids, holdout_split, make_folds, save_fo
 from ..modeling.backbones import KERAS_DROP_CONNECT_RATE, set_stochastic_depth
 from ..modeling.inference import STUDENTS_FILE, check_tta, predict_tta, save_ensemble
 from ..modeling.models import build_model
-from ..modeling.training import TrainingData, check_run_key, load_training_data, train_two_phase
+from ..modeling.training import TrainingData, check_run_key, ids_digest, load_training_data, train_two_phase
 from .runs import record_skipped, save_run
 
 
@@ -124,6 +124,7 @@ def run_kfold(
     hold = np.full((n_folds, len(tta), len(holdout), 2), np.nan) if holdout is not None and len(holdout) else None
     histories, seconds = {}, {}
     shared = None  # the model the folds train in turn (one traced train step)
+    hold_ids = ids_digest(holdout.df) if hold is not None else ""  # a fold's hold-out answers are for these rows
     for k in range(n_folds):
         fold_dir = run_dir / f"fold{k}"
         preds_path = fold_dir / "predictions.npz"
@@ -131,7 +132,8 @@ def run_kfold(
         if preds_path.exists() and (fold_dir / "model.keras").exists():
             with np.load(preds_path) as z:
                 saved_hold = z["holdout"]
-                hold_changed = hold is not None and saved_hold.shape[:2] != hold.shape[1:3]
+                hold_changed = hold is not None and (saved_hold.shape[:2] != hold.shape[1:3]
+                                                     or ("holdout_ids" in z and str(z["holdout_ids"]) != hold_ids))
                 if not np.array_equal(z["rows"], val_rows) or z["oof"].shape[1] != len(tta) or hold_changed:
                     raise ConfigError(f"{fold_dir} holds fold {k} of a run with other rows, folds, hold-out or TTA; "
                                       "delete the run folder, or choose another run_name, to train afresh")
@@ -156,7 +158,7 @@ def run_kfold(
             save_keras(model, fold_dir / "model.keras")
             with atomic_path(preds_path) as tmp:
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, oof=oof[val_rows], holdout=hold_k, rows=val_rows)
+                    np.savez(fh, oof=oof[val_rows], holdout=hold_k, rows=val_rows, holdout_ids=hold_ids)
         except Exception as exc:
             raise FoldError(f"fold {k} (of {n_folds}) failed: {type(exc).__name__}: {exc}; "
                             f"finished folds are kept and skipped when you run again") from exc

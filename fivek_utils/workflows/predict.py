@@ -51,6 +51,9 @@ def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str
         warnings.warn(f"{len(unlisted)} file(s) in {Path(test_dir) / 'images'} are not in {meta_path.name} and get no row "
                       f"(the meta file lists the test images), e.g. {unlisted[:3]}", stacklevel=2)
     tta = list(tta or ensemble.tta)
+    if tta != list(ensemble.tta):
+        warnings.warn(f"TTA {tta} is not the {list(ensemble.tta)} that {ensemble.source}'s thresholds (and stack) were tuned "
+                      "with (its ensemble.json): its out-of-fold scores do not describe these answers", stacklevel=2)
     t0 = time.perf_counter()
     pred = predict_split(ensemble, meta, tta=tta, batch_size=batch_size, progress=progress)
     frame, faces = pred.frame, None
