@@ -88,6 +88,19 @@ def test_a_save_of_several_files_replaces_all_of_them_or_none(tmp_path):
     assert (model.read_text(), thresholds.read_text()) == ("new model", "new")
 
 
+def test_a_folder_in_the_way_of_one_file_replaces_none_and_leaves_no_temporary(tmp_path):
+    """Seen with `fivek predict` when a folder had the name of `<out>_config.yaml`: the submission was replaced,
+    its record was not, and a temporary file stayed."""
+    sub = atomic_write_text(tmp_path / "submission.csv", "old")
+    (tmp_path / "submission_config.yaml").mkdir()
+    with pytest.raises(IsADirectoryError, match="nothing of the group was replaced"):
+        with atomic_group():
+            atomic_write_text(sub, "new")
+            atomic_write_text(tmp_path / "submission_config.yaml", "record")
+    assert sub.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["submission.csv", "submission_config.yaml"]
+
+
 def test_a_file_removed_in_a_save_goes_only_if_the_whole_save_is_written(tmp_path):
     stack, thresholds = atomic_write_text(tmp_path / "stack.json", "old stack"), atomic_write_text(tmp_path / "t.json", "old")
     with pytest.raises(DiskFullError):

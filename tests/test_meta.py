@@ -133,6 +133,7 @@ def test_real_label_file_counts(real_meta_path):
     (b"image_id,fname,mask,distancing,5k\n1,1.jpg,1,0,0\n2,2.jpg,1\n", r"line 3 has 3"),  # pandas would fill blanks
     (b'image_id,fname,mask,distancing,5k\n1,"1.jpg,1,0,0\n', "unclosed quote"),
     ("image_id,fname,mask,distancing,5k\n1,café.jpg,1,0,0\n".encode("latin-1"), "not UTF-8"),
+    (b"image_id,fname,fname,mask,distancing,5k\n1,1.jpg,2.jpg,1,0,0\n", r"column\(s\) \['fname'\] more than once"),
 ])
 def test_broken_csv_files_are_named_with_the_problem(tmp_path, content, problem):
     path = tmp_path / "train_meta.csv"

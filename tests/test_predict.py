@@ -72,6 +72,20 @@ def test_tta_other_than_the_tuned_one_is_said(run_and_test, tmp_path):
     assert not [w for w in warned if str(w.message).startswith("TTA")]
 
 
+def test_a_folder_where_a_submission_file_goes_is_said_before_predicting(run_and_test, tmp_path):
+    from fivek_utils.core.config import ConfigError
+
+    run, test = run_and_test
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ConfigError, match=r"out: a folder where the submission writes a file; .*out/submission\.csv"):
+        predict_submission(load_ensemble(run), test, tmp_path / "out", progress=False)
+    (tmp_path / "s_probs.csv").mkdir()
+    with pytest.raises(ConfigError, match=r"s_probs\.csv: a folder"):
+        predict_submission(load_ensemble(run), test, tmp_path / "s.csv", progress=False)
+    made = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".") and p.name not in ("models", "private_test"))
+    assert made == ["out", "s_probs.csv"]  # nothing written (only the locks)
+
+
 def test_a_test_folder_needs_images_and_one_meta_file(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(FileNotFoundError, match=r"exactly one \*_meta.csv"):

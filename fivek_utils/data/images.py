@@ -42,11 +42,23 @@ def open_rgb(path: str | os.PathLike, max_side: int | None = None) -> Image.Imag
         with Image.open(path) as im:
             if max_side and im.format == "JPEG":
                 im.draft("RGB", (max_side, max_side))  # result stays >= max_side on both sides
-            im = ImageOps.exif_transpose(im)
+            im = _upright(im, path)
             im.load()  # truncated files fail here, not later
             return _to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+
+
+def _upright(im: Image.Image, path: str | os.PathLike) -> Image.Image:
+    """The image turned as its EXIF orientation says; a broken EXIF block (Pillow then raises whatever its
+    parser met: struct.error, TypeError, AttributeError...) leaves it as stored, with a warning naming the
+    file, since its pixels are still there."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception as exc:  # noqa: BLE001 - which error depends on the Pillow version and the damage
+        warnings.warn(f"{path}: its EXIF block cannot be read ({type(exc).__name__}: {exc}); used as stored, not turned",
+                      stacklevel=3)
+        return im
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -60,9 +72,10 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         canvas.paste(rgba, mask=rgba.getchannel("A"))
         return canvas
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grey (Pillow opens such PNGs as "I" or "I;16"): scaled by the bit depth, as 8-bit images
+        # keep theirs, so a dark photo stays dark (scaling by the image's own maximum would make it white)
         arr = np.asarray(im, dtype=np.float64)
-        hi = arr.max() or 1.0
-        im = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8), "L")
+        im = Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), "L")
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, P without transparency
 
 

@@ -110,6 +110,9 @@ def read_csv_strict(path: str | os.PathLike, error: type[Exception] = DataValida
     if not rows:
         raise error(f"{path} is empty: expected a header line and one line per image")
     header, body = rows[0], rows[1:]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise error(f"{path}: the header names column(s) {twice} more than once: {header}")
     bad = [(line, len(r)) for line, r in zip(lines[1:], body, strict=True) if len(r) != len(header)]
     if bad:
         shown = ", ".join(f"line {line} has {n}" for line, n in bad[:5])

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..core.config import ConfigError
 from ..core.io import atomic_group, atomic_write_text
 from ..core.locks import holds_lock
 from ..data.meta import DataValidationError, files_not_in_meta, read_meta
@@ -45,6 +46,12 @@ def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str
                        batch_size: int = 64, probabilities: bool = True, progress: bool = True) -> dict:
     """Predict every image of `test_dir` with the run's ensemble and write the submission, its
     probabilities and its record; return the checked summary (rows, positives, fallback rows, speed)."""
+    out = Path(out)
+    targets = [out, out.with_name(f"{out.stem}_config.yaml")] + ([out.with_name(f"{out.stem}_probs.csv")] if probabilities else [])
+    folders = [str(t) for t in targets if t.is_dir()]
+    if folders:  # said before any prediction, not after it
+        raise ConfigError(f"{', '.join(folders)}: a folder where the submission writes a file; name another --out "
+                          f"(e.g. {out / 'submission.csv'} for a folder) or move it away")
     meta, meta_path = read_test_folder(test_dir)
     unlisted = files_not_in_meta(Path(test_dir) / "images", meta["fname"])
     if unlisted:
