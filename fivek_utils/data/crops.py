@@ -157,7 +157,8 @@ def load_crops(
                              num_workers=num_workers, progress=progress)
     from ..core.config import cache_max_gb_default
 
-    h = hashlib.sha1(f"crops-v1|{detections_key}|{size}|{margin}|{max_faces}|{PAD_VALUE}".encode())
+    # v2: the photos decode as data.images' letterbox-v2 does (16-bit grey, broken EXIF blocks)
+    h = hashlib.sha1(f"crops-v2|{detections_key}|{size}|{margin}|{max_faces}|{PAD_VALUE}".encode())
     h.update("\n".join(map(str, fnames)).encode())
     key = h.hexdigest()[:16]
     cache = Path(cache_dir) / f"crops-{key}_{size}.npz"

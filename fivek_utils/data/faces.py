@@ -23,7 +23,7 @@ import numpy as np
 
 from ..core.io import _json_default, atomic_write_json
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: photos with a broken EXIF block are looked at (they were errors), 16-bit grey by its bit depth
 
 
 class DetectionError(ValueError):

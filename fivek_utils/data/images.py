@@ -163,7 +163,8 @@ def decode_images(
 
 
 def _cache_key(paths: Sequence[str | os.PathLike], size: int) -> str:
-    h = hashlib.sha1(f"letterbox-v1|{size}|{PAD_VALUE}".encode())
+    # v2: 16-bit grey scaled by its bit depth and photos with a broken EXIF block decoded (v1 caches are not reused)
+    h = hashlib.sha1(f"letterbox-v2|{size}|{PAD_VALUE}".encode())
     for p in paths:
         st = os.stat(p) if os.path.exists(p) else None
         h.update(f"{os.path.abspath(p)}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
