@@ -125,21 +125,23 @@ def atomic_group() -> Iterator[None]:
                 _remove(tmp)
         raise
     else:
-        blocked = [final for tmp, final in pending if tmp is not None and final.is_dir()]
-        for i, (tmp, final) in enumerate(pending):  # renames and removals need no space
-            try:
-                if blocked:  # checked before the first rename: a folder in the way replaces none of the files
-                    raise IsADirectoryError(errno.EISDIR, "a folder is in the way of a file this group writes; "
-                                            "nothing of the group was replaced", str(blocked[0]))
+        done = 0
+        try:
+            blocked = next((final for tmp, final in pending if tmp is not None and final.is_dir()), None)
+            if blocked is not None:  # before the first rename: a folder in the way replaces none of the files
+                raise IsADirectoryError(errno.EISDIR, "a folder is in the way of a file this group writes; "
+                                        "nothing of the group was replaced", str(blocked))
+            for tmp, final in pending:  # renames and removals need no space
                 if tmp is None:
                     final.unlink(missing_ok=True)
                 else:
                     os.replace(tmp, final)
-            except BaseException:
-                for left, _final in pending[i:]:  # no temporary file stays behind
-                    if left is not None:
-                        _remove(left)
-                raise
+                done += 1
+        except BaseException:
+            for tmp, _final in pending[done:]:  # no temporary file stays behind
+                if tmp is not None:
+                    _remove(tmp)
+            raise
     finally:
         _GROUP.reset(token)
 

@@ -21,6 +21,13 @@ class SubmissionError(ValueError):
     """A submission that would be rejected or mis-scored; the message says why."""
 
 
+def beside(path: str | os.PathLike, what: str) -> Path:
+    """A file written beside a submission: `beside(".../submission.csv", "probs.csv")` is
+    `.../submission_probs.csv` (the probabilities; "config.yaml": what made it)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_{what}")
+
+
 def write_submission(prediction: pd.DataFrame, path: str | os.PathLike, *, probabilities: bool = True) -> Path:
     """Write `submission.csv` (and `<stem>_probs.csv` beside it) atomically."""
     path = Path(path)
@@ -28,7 +35,7 @@ def write_submission(prediction: pd.DataFrame, path: str | os.PathLike, *, proba
     sub["5K"] = sub["5K"].astype(int)
     atomic_write_csv(path, sub)
     if probabilities:
-        atomic_write_csv(path.with_name(f"{path.stem}_probs.csv"), prediction)
+        atomic_write_csv(beside(path, "probs.csv"), prediction)
     return path
 
 

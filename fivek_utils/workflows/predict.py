@@ -23,7 +23,7 @@ from ..core.config import ConfigError
 from ..core.io import atomic_group, atomic_write_text
 from ..core.locks import holds_lock
 from ..data.meta import DataValidationError, files_not_in_meta, read_meta
-from ..data.submission import check_submission, write_submission
+from ..data.submission import beside, check_submission, write_submission
 from ..modeling.inference import Ensemble, answer_frame, predict_split
 from .stacking import has_stack, load_stack, predict_stack
 
@@ -47,7 +47,7 @@ def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str
     """Predict every image of `test_dir` with the run's ensemble and write the submission, its
     probabilities and its record; return the checked summary (rows, positives, fallback rows, speed)."""
     out = Path(out)
-    targets = [out, out.with_name(f"{out.stem}_config.yaml")] + ([out.with_name(f"{out.stem}_probs.csv")] if probabilities else [])
+    targets = [out, beside(out, "config.yaml")] + ([beside(out, "probs.csv")] if probabilities else [])
     folders = [str(t) for t in targets if t.is_dir()]
     if folders:  # said before any prediction, not after it
         raise ConfigError(f"{', '.join(folders)}: a folder where the submission writes a file; name another --out "
@@ -76,7 +76,7 @@ def predict_submission(ensemble: Ensemble, test_dir: str | os.PathLike, out: str
     }
     with atomic_group():  # the three files are replaced together, or (a full disk) none is
         out = write_submission(frame, out, probabilities=probabilities)
-        record_path = atomic_write_text(out.with_name(f"{out.stem}_config.yaml"),
+        record_path = atomic_write_text(beside(out, "config.yaml"),
                                         yaml.safe_dump(record, sort_keys=False))
     return {**check_submission(out, meta_path), "record": str(record_path), "models_run": str(ensemble.source),
             "models": len(ensemble.models), "tta": tta,

@@ -123,7 +123,6 @@ def compare_runs(tables: dict[str, pd.DataFrame | None],
     return pd.concat(parts, axis=1) if parts else pd.DataFrame()
 
 
-
 UNKNOWN = "unknown"  # a setting a run's files do not record
 
 
@@ -170,7 +169,7 @@ def compare_settings(run_names: list[str], by_design: tuple[str, ...] = ()) -> p
                 return "by design"
             if key == "training seconds":
                 return "-"  # never alike, and a difference says nothing about the comparison
-            if any(isinstance(v, str) and v == UNKNOWN for v in values):
+            if UNKNOWN in values:
                 return UNKNOWN
             if key == same_key:
                 return all(v in ("-", "yes") for v in values)
@@ -187,8 +186,8 @@ def unlike_settings(table: pd.DataFrame) -> str:
         return "nothing to compare with: " + (f"only {', '.join(table.columns)} made" if len(table.columns) else "no run made yet")
     alike = table["alike"]
     differ = [key for key, v in alike.items() if v is False]
-    unknown = [key for key, v in alike.items() if isinstance(v, str) and v == UNKNOWN]
-    design = [key for key, v in alike.items() if isinstance(v, str) and v == "by design"]
+    unknown = [key for key, v in alike.items() if v == UNKNOWN]
+    design = [key for key, v in alike.items() if v == "by design"]
     parts = ["not like for like in: " + ", ".join(differ) if differ
              else f"like for like in every setting {'known' if unknown else 'listed'}"]
     if design:
