@@ -61,7 +61,7 @@ def teacher(tmp_path_factory):
 
 
 def test_the_student_learns_from_blanks_and_test_photos_never_from_the_hold_out(teacher):
-    from fivek_utils.workflows.self_training import PSEUDO_FILE, self_train
+    from fivek_utils.workflows.self_training import PSEUDO_FILE, fold_answers, self_train
 
     cfg, split, found, model, _ = teacher
     result = self_train(cfg, split, model, found, progress=False)
@@ -73,11 +73,18 @@ def test_the_student_learns_from_blanks_and_test_photos_never_from_the_hold_out(
     with np.load(student / PSEUDO_FILE) as z:
         labels = z["labels"]
     n = len(split.cv)
-    assert len(labels) == n + 24  # the cross-validated rows and every test photo; no hold-out row
+    assert labels.shape == (2, n + 24, 2)  # per fold: the cross-validated rows and every test photo; no hold-out row
     stated = split.cv.labels >= 0
-    assert np.array_equal(labels[:n][stated], split.cv.labels[stated])  # a stated label stays
     hidden = (split.hidden >= 0)
-    assert hidden.any() and ((labels[:n][hidden] > 0) & (labels[:n][hidden] < 1)).all()  # soft labels in their place
+    for k in range(2):
+        assert np.array_equal(labels[k, :n][stated], split.cv.labels[stated])  # a stated label stays
+        assert hidden.any() and ((labels[k, :n][hidden] > 0) & (labels[k, :n][hidden] < 1)).all()  # soft labels there
+    # fold k's blanks and test photos carry teacher fold k's answers, which differ between folds
+    answers = fold_answers(cfg.run_dir, split.cv.images, found.cv, found.people_cv)
+    blank = ~stated
+    for k in range(2):
+        assert np.allclose(labels[k, :n][blank], answers[k][blank], atol=1e-6)
+    assert not np.allclose(labels[0, :n][blank], labels[1, :n][blank])
     assert set(pd.read_csv(student / "oof.csv")["image_id"].astype(str)) == set(split.cv.df["image_id"].astype(str))
     assert not set(split.holdout.df["image_id"].astype(str)) & set(pd.read_csv(student / "oof.csv")["image_id"].astype(str))
     # measured: each model on the hold-out beside always-yes, pseudo-labels against the generator's truth
@@ -94,7 +101,7 @@ def test_the_student_learns_from_blanks_and_test_photos_never_from_the_hold_out(
 
 
 def test_a_rerun_resumes_the_student_and_a_changed_teacher_is_refused(teacher):
-    from fivek_utils.workflows.self_training import RoundModel, self_train
+    from fivek_utils.workflows.self_training import self_train
 
     cfg, split, found, model, save = teacher
     student = cfg.run_dir / "student1"
@@ -103,10 +110,31 @@ def test_a_rerun_resumes_the_student_and_a_changed_teacher_is_refused(teacher):
     stamps = {p: p.stat().st_mtime_ns for p in student.glob("fold*/*.keras")}
     again = self_train(cfg, split, model, found, progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and len(again.models) == 2  # nothing retrained
-    changed = RoundModel("teacher", model.run_dir, np.clip(model.oof + 0.2, 0, 1), model.holdout, model.thresholds)
-    with pytest.raises(ConfigError, match="other pseudo-labels"):
-        self_train(cfg, split, changed, found, progress=False)
+    with pytest.raises(ConfigError, match="other pseudo-labels"):  # hard labels where the student learned soft ones
+        self_train(cfg.replace(pseudo_label_soft=False), split, model, found, progress=False)
     save()  # notebook 05's teacher saved again: its students are no longer named until self-training ends again
     assert load_ensemble(cfg.run_dir).source == cfg.run_dir
     with pytest.raises(ConfigError, match="self_training_rounds is 0"):
         self_train(cfg.replace(self_training_rounds=0), split, model, found, progress=False)
+
+
+def test_each_fold_answers_with_its_own_models_only(teacher, tmp_path):
+    """A student's fold k learns from teacher fold k alone: swapping fold 1's image and face models for fold
+    0's changes fold 1's answers (now fold 0's) and leaves fold 0's as they were."""
+    import shutil
+
+    from fivek_utils.modeling.inference import ENSEMBLE_FILE
+    from fivek_utils.workflows.face_kfold import FACE_MODEL
+    from fivek_utils.workflows.self_training import fold_answers
+
+    cfg, split, found, _, _ = teacher
+    before = fold_answers(cfg.run_dir, split.cv.images, found.cv, found.people_cv)
+    copy = tmp_path / "teacher"
+    shutil.copytree(cfg.run_dir, copy, ignore=shutil.ignore_patterns("student*", "self_training.json", ENSEMBLE_FILE))
+    for name in ("model.keras", FACE_MODEL):
+        shutil.copy(copy / "fold0" / name, copy / "fold1" / name)
+    after = fold_answers(copy, split.cv.images, found.cv, found.people_cv)
+    assert before.shape == (2, len(split.cv), 2) and not np.allclose(before[0], before[1])
+    assert np.allclose(after[0], before[0], atol=1e-5) and np.allclose(after[1], before[0], atol=1e-5)
+    with pytest.raises(ConfigError, match="face crops"):  # a run with a face stage needs the photos' faces
+        fold_answers(cfg.run_dir, split.cv.images)

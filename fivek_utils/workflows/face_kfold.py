@@ -150,14 +150,19 @@ def _single_device() -> None:
 
 @holds_lock(lambda a: a["run_dir"] or a["cfg"].run_dir)
 def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path | None = None, *,
-                   val_labels: np.ndarray | None = None) -> FaceFoldResult:
+                   val_labels: np.ndarray | None = None, fold_labels: np.ndarray | None = None) -> FaceFoldResult:
     """Train one face model per fold (skipping finished ones) and collect OOF and hold-out bag probabilities.
-    Rows with fold -1 train in every fold; `val_labels` (mask, default the rows' own) are what validation scores."""
+    Rows with fold -1 train in every fold; `val_labels` (mask, default the rows' own) are what validation scores;
+    `fold_labels` (K, N) mask, when given, what fold k trains on (a student's fold k: teacher fold k's labels)."""
     _single_device()
     run_dir = Path(run_dir or cfg.run_dir)
     folds, labels = split.folds, split.cv.labels[:, 0]
     scored = labels if val_labels is None else np.asarray(val_labels, dtype="float32")
     n_folds = int(folds.max()) + 1
+    if fold_labels is None:
+        fold_labels = np.broadcast_to(labels, (n_folds, len(labels)))
+    elif np.shape(fold_labels) != (n_folds, len(labels)):
+        raise ValueError(f"fold_labels has shape {np.shape(fold_labels)}, expected {(n_folds, len(labels))} (folds, rows)")
     oof = np.full(len(folds), np.nan)
     oof_crops = np.full(len(faces.cv.crops), np.nan)
     crop_starts = np.concatenate([[0], np.cumsum(faces.cv.counts)])
@@ -195,10 +200,10 @@ def run_face_kfold(cfg: Config, split: KFoldData, faces: FaceData, run_dir: Path
         t0 = time.time()
         try:
             if trainer is None:
-                trainer = _face_trainer(cfg, faces, labels, folds)
+                trainer = _face_trainer(cfg, faces, fold_labels, folds)
             model = trainer.face_model
             val_crops = faces.cv.subset(val_rows)
-            history = trainer.fit(faces.cv.subset(train_rows), labels[train_rows], seed=cfg.seed + k,
+            history = trainer.fit(faces.cv.subset(train_rows), fold_labels[k][train_rows], seed=cfg.seed + k,
                                   val=(val_crops, scored[val_rows]))
             val_faces = predict_faces(model, val_crops.crops)
             oof_crops[val_crop_ids] = val_faces
@@ -270,9 +275,11 @@ class FaceFoldsJob:
     """
 
     def __init__(self, cfg: Config, split: KFoldData, faces: FaceData | None, run_dir: Path | None = None, *,
-                 val_labels: np.ndarray | None = None, beside: bool | None = None, setup=None):
+                 val_labels: np.ndarray | None = None, fold_labels: np.ndarray | None = None, beside: bool | None = None,
+                 setup=None):
         self._cfg, self._split, self._faces, self._run_dir = cfg, split, faces, Path(run_dir or cfg.run_dir)
-        self._val_labels, self._result, self._job = val_labels, None, None
+        self._labels = {"val_labels": val_labels, "fold_labels": fold_labels}
+        self._result, self._job = None, None
         self._locks = contextlib.ExitStack()
         self.beside = faces is not None and (trains_beside(cfg) if beside is None else bool(beside))
         if self.beside:
@@ -280,7 +287,7 @@ class FaceFoldsJob:
             self._locks.enter_context(hold_locks([self._run_dir], lend_to_children=True))
             try:  # the face folds read the split's rows, labels and folds: its decoded images stay here
                 self._job = Background(_face_folds_in_child, setup, cfg, _without_images(split), faces, self._run_dir,
-                                       name="face folds", prefix="faces | ", val_labels=val_labels)
+                                       name="face folds", prefix="faces | ", **self._labels)
             except BaseException:
                 self._locks.close()
                 raise
@@ -291,8 +298,7 @@ class FaceFoldsJob:
         """The face folds' result (waits for them beside, or trains them here); raises what they raised."""
         if self._result is None and self._faces is not None:
             if self._job is None:
-                self._result = run_face_kfold(self._cfg, self._split, self._faces, self._run_dir,
-                                              val_labels=self._val_labels)
+                self._result = run_face_kfold(self._cfg, self._split, self._faces, self._run_dir, **self._labels)
             else:
                 try:
                     self._result = self._job.result()
@@ -314,13 +320,14 @@ class FaceFoldsJob:
             self.stop()
 
 
-def _face_trainer(cfg: Config, faces: FaceData, labels: np.ndarray, folds: np.ndarray) -> FaceTrainer:
-    """The face model (initialised once, seeded) and its trainer, for every fold in turn."""
+def _face_trainer(cfg: Config, faces: FaceData, fold_labels: np.ndarray, folds: np.ndarray) -> FaceTrainer:
+    """The face model (initialised once, seeded) and its trainer, for every fold in turn (`fold_labels`
+    (K, N): the mask labels each fold trains on)."""
     keras.utils.set_random_seed(cfg.seed + 100)
     model = build_face_model(cfg.face_backbone, cfg.face_weights, cfg.dropout)
     # a batch holds whole bags: one of the largest crowd fixes the batch shape for every fold (one trace)
     per_batch = max(cfg.face_batch_size, int(faces.cv.counts.max(initial=1)))
-    steps = max(bag_batches_per_epoch(faces.cv.subset(np.flatnonzero(folds != k)), labels[folds != k], per_batch)
+    steps = max(bag_batches_per_epoch(faces.cv.subset(np.flatnonzero(folds != k)), fold_labels[k][folds != k], per_batch)
                 for k in np.unique(folds[folds >= 0]))
     return FaceTrainer(model, epochs=cfg.face_epochs, lr=cfg.face_lr, steps_per_epoch=steps,
                        crops_per_batch=per_batch, weight_decay=cfg.weight_decay,

@@ -111,15 +111,21 @@ def run_kfold(
     run_dir: Path | None = None,
     *,
     val_labels: np.ndarray | None = None,
+    fold_labels: np.ndarray | None = None,
 ) -> KFoldResult:
     """Train every fold (skipping finished ones) and collect OOF and hold-out predictions.
 
     Rows with fold -1 train in every fold and are never validated on. `val_labels` (default the rows'
     labels) are what validation scores and chooses the best epoch by: self-training's students train on
-    pseudo-labels and validate on the stated ones."""
+    pseudo-labels and validate on the stated ones. `fold_labels` (K, N, 2), when given, are the labels
+    fold k trains on (default the rows' labels in every fold): a student's fold k learns from teacher
+    fold k's pseudo-labels only."""
     run_dir = Path(run_dir or cfg.run_dir)
     tta = check_tta(cfg.tta)
     n_folds = int(folds.max()) + 1
+    if fold_labels is not None and np.shape(fold_labels) != (n_folds, len(data), 2):
+        raise ValueError(f"fold_labels has shape {np.shape(fold_labels)}, expected {(n_folds, len(data), 2)} "
+                         "(folds, rows, heads)")
     oof = np.full((len(data), len(tta), 2), np.nan)
     hold = np.full((n_folds, len(tta), len(holdout), 2), np.nan) if holdout is not None and len(holdout) else None
     histories, seconds = {}, {}
@@ -149,7 +155,11 @@ def run_kfold(
             val = data.subset(val_rows)
             if val_labels is not None:
                 val.labels = np.asarray(val_labels, dtype="float32")[val_rows]
-            model, history = _train_one(cfg, data.subset(np.flatnonzero(folds != k)), val, fold_dir, shared)
+            train_rows = np.flatnonzero(folds != k)
+            train = data.subset(train_rows)
+            if fold_labels is not None:
+                train.labels = np.asarray(fold_labels[k], dtype="float32")[train_rows]
+            model, history = _train_one(cfg, train, val, fold_dir, shared)
             shared = model
             oof[val_rows] = np.moveaxis(predict_tta(model, data.images[val_rows], tta, cfg.batch_size * 2), 0, 1)
             hold_k = predict_tta(model, holdout.images, tta, cfg.batch_size * 2) if hold is not None else np.zeros((0,))

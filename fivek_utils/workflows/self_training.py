@@ -2,10 +2,11 @@
 labels what the data leaves unlabelled, and a student, as large as the teacher and trained under noise,
 learns from the labelled and the pseudo-labelled photos; the student then teaches the next round.
 
-- **What gets pseudo-labelled**: the blank head of every cross-validated training row (from the
-  teacher's out-of-fold answer: the stack's with the face stage, so no fold model labels a row it
-  trained on) and every photo of the test splits present (public_test/, private_test/; from the
-  teacher's fold ensemble and stack, as `fivek predict` answers them). Soft labels (the probability
+- **What gets pseudo-labelled**: the blank head of every cross-validated training row and every photo
+  of the test splits present (public_test/, private_test/), once per fold: student fold k learns from
+  teacher fold k's answers (its image model with the run's TTA, its face model, the run's stacker),
+  and teacher fold k never trained on fold k's rows, so no fold's labels reach its own student fold
+  and the student's out-of-fold scores stay honest (`fold_answers`). Soft labels (the probability
   itself) by default; `pseudo_label_min_confidence` keeps only labels with |2p - 1| at least that.
   A stated label is never replaced. The hold-out rows are never pseudo-labelled, trained on or used
   for a choice: they score teacher against student.
@@ -37,15 +38,18 @@ from ..core.labels import HEADS
 from ..core.metrics import evaluate
 from ..data.crops import FaceCrops, load_crops
 from ..data.images import load_images
+from ..data.people import PEOPLE_FEATURES, people_features
 from ..data.pseudo_labels import accuracy_by_confidence, fill_blanks, pseudo_label_quality, truth_for
 from ..data.scenes import read_scenes
-from ..modeling.inference import STUDENTS_FILE, load_ensemble
+from ..modeling.face_model import bag_probabilities, predict_faces
+from ..modeling.inference import STUDENTS_FILE, load_ensemble, predict_tta
+from ..modeling.stacker import stack_features
 from ..modeling.training import TrainingData, ids_digest
 from .face_kfold import FaceData, FaceFoldResult, FaceFoldsJob
 from .faces import detect_split, detector_for
 from .kfold import KFoldData, KFoldResult, gain_table, run_kfold, save_kfold, score_row, train_size
 from .predict import read_test_folder
-from .stacking import has_stack, load_stack, predict_stack, save_kfold_with_stack, stack_gain_table, stack_kfold
+from .stacking import has_stack, load_stack, save_kfold_with_stack, stack_gain_table, stack_kfold
 
 TEST_SPLITS = ("public_test", "private_test")
 PSEUDO_FILE = "pseudo_labels.npz"
@@ -121,39 +125,55 @@ def blank_truth(cfg: Config, split: KFoldData) -> np.ndarray:
     return truth.astype("float32")
 
 
-def answer_photos(run_dir: Path, photos: Unlabelled, data_path: Path, *, progress: bool = True) -> np.ndarray:
-    """(N, 2) a saved run's answers for the photos, as `fivek predict` makes them: its fold ensemble with
-    its TTA, then its stack (face detector, face models, stacker) when it has one."""
-    if not len(photos):
-        return np.zeros((0, 2))
+def fold_answers(run_dir: Path, images: np.ndarray, faces: FaceCrops | None = None,
+                 people: pd.DataFrame | None = None, *, batch_size: int = 64) -> np.ndarray:
+    """(K, N, 2) each fold's own answers for the images: fold k's image model with the run's TTA and, in
+    a run with a face stage (`faces` and `people`: the images' crops and people features), the run's
+    stacker on that and fold k's face model's bags. A student's fold k learns from teacher fold k's
+    answers only, and teacher fold k never trained on fold k's rows."""
+    run_dir = Path(run_dir)
     ensemble = load_ensemble(run_dir, student=False)
-    if ensemble.image_size != photos.data.images.shape[1]:
+    if len(images) and ensemble.image_size != images.shape[1]:
         raise ConfigError(f"{run_dir} answers {ensemble.image_size} px images, the photos were decoded at "
-                          f"{photos.data.images.shape[1]} px")
-    probs = ensemble.predict(photos.data.images)
-    if has_stack(run_dir):
-        bundle = load_stack(run_dir)
-        for split in dict.fromkeys(photos.split):
-            rows = np.flatnonzero(photos.split == split)
-            probs[rows], _ = predict_stack(bundle, photos.data.df.iloc[rows].reset_index(drop=True), probs[rows],
-                                           np.ones(len(rows), bool), data_path / split, progress=progress)
-    return probs
+                          f"{images.shape[1]} px")
+    bundle = load_stack(run_dir) if has_stack(run_dir) else None
+    if bundle is not None and (faces is None or people is None):
+        raise ConfigError(f"{run_dir} has a face stage: its answers need the photos' face crops and people features")
+    if bundle is not None and len(bundle.face_models) != len(ensemble.models):
+        raise ConfigError(f"{run_dir} holds {len(ensemble.models)} fold image model(s) and {len(bundle.face_models)} "
+                          "fold face model(s): re-run notebook 05")
+    out = np.zeros((len(ensemble.models), len(images), len(HEADS)))
+    if not len(images):
+        return out
+    for k, member in enumerate(ensemble.models):
+        out[k] = predict_tta(member, images, ensemble.tta, batch_size).mean(axis=0)
+        if bundle is not None:
+            bags = bag_probabilities(predict_faces(bundle.face_models[k], faces.crops), faces.counts)
+            out[k] = bundle.stacker.predict(stack_features(out[k], bags, people), out[k])
+    return out
 
 
-def photo_faces(cfg: Config, photos: Unlabelled, *, progress: bool = True) -> FaceCrops:
-    """The face crops of the photos, found and cut with the run's detector and crop settings (cached)."""
-    parts = []
+def photo_faces(cfg: Config, photos: Unlabelled, *, progress: bool = True) -> tuple[FaceCrops, pd.DataFrame]:
+    """The face crops and people features of the photos, found and cut with the run's detector and crop
+    settings (cached)."""
+    crops = FaceCrops(np.zeros((0, cfg.face_crop_size, cfg.face_crop_size, 3), np.uint8), np.zeros(0, int), np.zeros(0, int))
+    people = [pd.DataFrame(columns=list(PEOPLE_FEATURES), dtype=float)]
     for split in dict.fromkeys(photos.split):
         df = photos.data.df.iloc[np.flatnonzero(photos.split == split)]
         paths, fnames = df["path"].tolist(), df["fname"].tolist()
         found = detect_split(paths, fnames, detector_for(cfg, cfg.data_path, split), split, progress=progress)
-        parts.append(load_crops(paths, fnames, found.detections, cfg.face_crop_size, detections_key=found.key,
-                                margin=cfg.face_margin, max_faces=cfg.face_max_per_image, cache_dir=CACHE_DIR,
-                                progress=progress, cache_max_gb=cfg.cache_max_gb))
-    crops = FaceCrops(np.zeros((0, cfg.face_crop_size, cfg.face_crop_size, 3), np.uint8), np.zeros(0, int), np.zeros(0, int))
-    for part in parts:
-        crops = crops.concat(part)
-    return crops
+        crops = crops.concat(load_crops(paths, fnames, found.detections, cfg.face_crop_size, detections_key=found.key,
+                                        margin=cfg.face_margin, max_faces=cfg.face_max_per_image, cache_dir=CACHE_DIR,
+                                        progress=progress, cache_max_gb=cfg.cache_max_gb))
+        people.append(people_features(found.detections, fnames))
+    return crops, pd.concat(people, ignore_index=True)
+
+
+def trained_mean(answers: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """(N, 2) the mean of the fold answers each row trains on: a cross-validated row of fold j learns in
+    every fold but j; a row of fold -1 (a test photo) in every fold."""
+    trains = (np.asarray(folds)[None, :] != np.arange(len(answers))[:, None]).astype(float)  # (K, N)
+    return (answers * trains[..., None]).sum(axis=0) / np.maximum(trains.sum(axis=0), 1)[:, None]
 
 
 def student_config(cfg: Config, round_no: int) -> Config:
@@ -190,25 +210,28 @@ def _scoped(scope: Callable | None):
 def train_student(scfg: Config, split: KFoldData, faces: FaceData | None, cv_labels: np.ndarray, photos: Unlabelled,
                   photo_labels: np.ndarray, crops: FaceCrops | None, name: str, *, scope: Callable | None = None) -> RoundModel:
     """Train, stack, save and return one student: the cross-validated rows with their blanks filled, plus the
-    pseudo-labelled photos on the training side of every fold."""
-    use = np.flatnonzero((photo_labels >= 0).any(axis=1))
+    pseudo-labelled photos on the training side of every fold. `cv_labels` (K, N, 2) and `photo_labels`
+    (K, P, 2) are the labels fold k trains on (teacher fold k's pseudo-labels in the blanks)."""
+    use = np.flatnonzero((photo_labels >= 0).any(axis=(0, 2)))
     n = len(split.cv)
-    data = TrainingData(pd.concat([split.cv.df, photos.data.df.iloc[use]], ignore_index=True),
-                        np.concatenate([split.cv.images, photos.data.images[use]]),
-                        np.concatenate([cv_labels, photo_labels[use]]).astype("float32"))
-    folds = np.concatenate([split.folds, np.full(len(use), -1)])
+    fold_labels = np.concatenate([cv_labels, photo_labels[:, use]], axis=1).astype("float32")
     visible = np.concatenate([split.cv.labels, np.full((len(use), 2), -1.0, "float32")])  # what validation scores
-    check_pseudo_labels(scfg.run_dir, data.df, data.labels)
+    data = TrainingData(pd.concat([split.cv.df, photos.data.df.iloc[use]], ignore_index=True),
+                        np.concatenate([split.cv.images, photos.data.images[use]]), visible)
+    folds = np.concatenate([split.folds, np.full(len(use), -1)])
+    check_pseudo_labels(scfg.run_dir, data.df, fold_labels)
     holdout = split.holdout if len(split.holdout) else None
-    print(f"{name}: {len(data)} training photos ({n} cross-validated, {int((cv_labels != split.cv.labels).any(axis=1).sum())} "
-          f"of them with pseudo-labelled heads, and {len(use)} pseudo-labelled test photos) in {int(split.folds.max()) + 1} folds",
-          flush=True)
+    filled = int(((cv_labels >= 0) & (split.cv.labels < 0)).any(axis=(0, 2)).sum())
+    print(f"{name}: {len(data)} training photos ({n} cross-validated, {filled} of them with pseudo-labelled heads, and "
+          f"{len(use)} pseudo-labelled test photos) in {int(split.folds.max()) + 1} folds, each fold labelled by its "
+          "teacher fold", flush=True)
     student_split = KFoldData(data, split.holdout, folds, split.folds_file)
     student_faces = None if faces is None else FaceData(
         faces.detections, faces.key, faces.cv.concat(crops.subset(use)), faces.holdout, faces.people_cv, faces.people_holdout)
-    with FaceFoldsJob(scfg, student_split, student_faces, val_labels=visible[:, 0]) as faces_job:  # beside, on a CPU
+    with FaceFoldsJob(scfg, student_split, student_faces, val_labels=visible[:, 0],
+                      fold_labels=fold_labels[:, :, 0]) as faces_job:  # beside, on a CPU
         with _scoped(scope):
-            full = run_kfold(scfg, data, folds, holdout, val_labels=visible)
+            full = run_kfold(scfg, data, folds, holdout, val_labels=visible, fold_labels=fold_labels)
     face_full = faces_job.result()
     result = KFoldResult(full.oof[:n], split.folds, full.holdout, full.tta, full.histories, full.seconds)
     hold_labels = split.holdout.labels if holdout is not None else None
@@ -256,21 +279,26 @@ def self_train(cfg: Config, split: KFoldData, teacher: RoundModel, faces: FaceDa
     print(f"self-training: {len(photos)} unlabelled test photo(s)"
           + (f" ({len(photos.skipped)} unreadable, left out)" if photos.skipped else "")
           + f", {int((split.cv.labels < 0).sum())} blank heads among {len(split.cv)} cross-validated rows")
-    crops = photo_faces(cfg, photos, progress=progress) if faces is not None and len(photos) else None
-    if faces is not None and crops is None:
-        crops = FaceCrops(np.zeros((0, cfg.face_crop_size, cfg.face_crop_size, 3), np.uint8), np.zeros(0, int), np.zeros(0, int))
+    crops, people = photo_faces(cfg, photos, progress=progress) if faces is not None else (None, None)
     truth = blank_truth(cfg, split)
     models, quality, curves = [teacher], [], []
+    rule = dict(min_confidence=cfg.pseudo_label_min_confidence, soft=cfg.pseudo_label_soft)
     for r in range(1, cfg.self_training_rounds + 1):
         t = models[-1]
         print(f"--- self-training round {r}/{cfg.self_training_rounds}: {t.name} labels, student {r} learns ---", flush=True)
-        photo_probs = answer_photos(t.run_dir, photos, cfg.data_path, progress=progress)
-        rule = dict(min_confidence=cfg.pseudo_label_min_confidence, soft=cfg.pseudo_label_soft)
-        cv_labels, cv_filled = fill_blanks(split.cv.labels, t.oof, **rule)
-        photo_labels, photo_filled = fill_blanks(photos.data.labels, photo_probs, **rule)
-        for where, probs, known, filled in (("blank heads of training rows", t.oof, truth, cv_filled),
-                                            ("test photos", photo_probs, photos.truth, photo_filled)):
-            q = pseudo_label_quality(probs, known, filled)
+        cv_answers = fold_answers(t.run_dir, split.cv.images, None if faces is None else faces.cv,
+                                  None if faces is None else faces.people_cv, batch_size=cfg.batch_size * 2)
+        photo_answers = fold_answers(t.run_dir, photos.data.images, crops, people, batch_size=cfg.batch_size * 2)
+        if len(cv_answers) != int(split.folds.max()) + 1:
+            raise ConfigError(f"{t.run_dir} holds {len(cv_answers)} fold models for {int(split.folds.max()) + 1} folds")
+        cv_labels = np.stack([fill_blanks(split.cv.labels, a, **rule)[0] for a in cv_answers])
+        photo_labels = np.stack([fill_blanks(photos.data.labels, a, **rule)[0] for a in photo_answers])
+        # measured: the labels the student's folds train on (each row's mean over the folds it trains in)
+        photo_probs = trained_mean(photo_answers, np.full(len(photos), -1))
+        for where, probs, labels, known in (("blank heads of training rows", trained_mean(cv_answers, split.folds),
+                                             split.cv.labels, truth),
+                                            ("test photos", photo_probs, photos.data.labels, photos.truth)):
+            q = pseudo_label_quality(probs, known, fill_blanks(labels, probs, **rule)[1])
             quality.append(q.assign(round=r, teacher=t.name, set=where).reset_index(names="head"))
             curves.append(accuracy_by_confidence(probs, known).assign(round=r, teacher=t.name, set=where))
         models.append(train_student(student_config(cfg, r), split, faces, cv_labels, photos, photo_labels, crops,
