@@ -156,3 +156,41 @@ def test_fnames_must_be_plain_unique_names(tmp_path):
     path.write_text("image_id,fname,mask,distancing,5k\n1,../../public_test/images/9.jpg,1,1,1\n2,2.jpg,0,1,0\n3,2.jpg,0,1,0\n")
     _, problems = read_meta(path)
     assert {p.kind: p.rows for p in problems} == {"bad_fname": [0], "duplicate_fname": [1, 2]}
+
+
+def test_a_fname_spelt_otherwise_on_disk_reads_that_file_and_says_so(tmp_path):
+    """A folder unpacked on macOS names "ảnh.jpg" in Unicode NFD while the CSV has NFC, and the meta reader
+    strips the spaces of " 7.jpg": each row reads the one file that matches it so, with a warning; a name
+    that two files match stays missing, named."""
+    import unicodedata
+
+    from fivek_utils.data.meta import files_not_in_meta
+    from fivek_utils.workflows.predict import read_test_folder
+
+    nfc = unicodedata.normalize("NFC", "ảnh 1.jpg")
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert nfc != nfd
+    root = write_dataset(tmp_path, [(1, nfc, "1", "1", "1"), (2, "7.jpg", "0", "1", "0")], make_files=False)
+    images = root / "train" / "images"
+    for name in (nfd, " 7.jpg"):
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(images / name)
+    with pytest.warns(UserWarning, match=r"2 fname\(s\) of .*train_meta.csv name a file .* spelt otherwise"):
+        df = load_meta(root, "train")
+    assert [p.split("/")[-1] for p in df["path"]] == [nfd, " 7.jpg"]
+    assert list(df["fname"]) == [nfc, "7.jpg"]  # the rows keep the meta file's names
+    assert files_not_in_meta(images, df["fname"]) == []
+    # a test folder the same way, and "9.jpg" that two files would match is not guessed
+    test = tmp_path / "public_test"
+    (test / "images").mkdir(parents=True)
+    pd.DataFrame({"image_id": [1, 2], "fname": [nfc, "9.jpg"]}).to_csv(test / "public_test_meta.csv", index=False)
+    for name in (nfd, " 9.jpg", "9.jpg "):
+        Image.new("RGB", (8, 8)).save(test / "images" / name, format="JPEG")
+    with pytest.warns(UserWarning, match=r"1 fname\(s\)"):
+        meta, _ = read_test_folder(test)
+    assert meta["path"].iloc[0].endswith(nfd) and meta["path"].iloc[1].endswith("/9.jpg")
+    assert files_not_in_meta(test / "images", meta["fname"]) == [" 9.jpg", "9.jpg "]
+    (images / " 7.jpg").rename(images / "7.jpg ")
+    Image.new("RGB", (8, 8)).save(images / "\t7.jpg", format="JPEG")
+    with pytest.raises(DataValidationError, match=r"fname with no file .*line 3 \(image_id=2\)"), \
+            pytest.warns(UserWarning, match=r"1 fname\(s\)"):  # the NFD one still matches
+        load_meta(root, "train")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,10 +68,52 @@ def available_splits(root: str | os.PathLike) -> list[str]:
     return [s for s in SPLITS if split_paths(root, s)[1].exists()]
 
 
+def _name_key(name: str) -> str:
+    """A file name as two spellings of it compare: Unicode NFC (a folder unpacked on macOS spells "ả" as
+    "a" and a combining hook, NFD; a CSV written elsewhere as one character) without spaces around it
+    (the meta reader strips them)."""
+    return unicodedata.normalize("NFC", name).strip()
+
+
+def match_fnames(images_dir: str | os.PathLike, fnames) -> dict[str, str]:
+    """fname -> the file's name on disk, for the fnames that no file has as written but exactly one file
+    has once both are compared by `_name_key` (another Unicode normal form, spaces around it). Empty when
+    the folder does not exist."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        return {}
+    on_disk = [n for n in os.listdir(images_dir) if not n.startswith(".")]
+    exact = set(on_disk)
+    by_key: dict[str, list[str]] = {}
+    for n in on_disk:
+        by_key.setdefault(_name_key(n), []).append(n)
+    out = {}
+    for f in fnames:
+        if f and f not in exact and len(by_key.get(_name_key(f), [])) == 1:
+            out[f] = by_key[_name_key(f)][0]
+    return out
+
+
+def image_paths(images_dir: str | os.PathLike, fnames, source: str | os.PathLike = "the meta file") -> list[str]:
+    """Each fname's path in `images_dir`: the file of that name, else the one file whose name differs from
+    it only in its Unicode normal form or spaces around it (`match_fnames`; each such row is reported in
+    a warning naming `source`)."""
+    images_dir = Path(images_dir)
+    matched = match_fnames(images_dir, fnames)
+    if matched:
+        shown = ", ".join(f"{f!r} -> {n!r}" for f, n in list(matched.items())[:3])
+        warnings.warn(f"{len(matched)} fname(s) of {source} name a file of {images_dir} spelt otherwise (another "
+                      f"Unicode normal form, or spaces around the name), read from that file: {shown}", stacklevel=2)
+    return [str(images_dir / matched.get(f, f)) for f in fnames]
+
+
 def files_not_in_meta(images_dir: str | os.PathLike, fnames) -> list[str]:
     """Files in an images/ folder that a meta file does not list (hidden files such as .DS_Store aside):
-    they get no row, since the meta file defines the rows."""
-    return sorted({n for n in os.listdir(images_dir) if not n.startswith(".")} - set(fnames))
+    they get no row, since the meta file defines the rows. A file a fname names in another spelling
+    (`match_fnames`) is listed."""
+    fnames = list(fnames)
+    listed = set(fnames) | set(match_fnames(images_dir, fnames).values())
+    return sorted({n for n in os.listdir(images_dir) if not n.startswith(".")} - listed)
 
 
 # --- reading and checking -------------------------------------------------------------------
@@ -252,12 +296,12 @@ def load_meta(
         bad = label_contradictions(df)
         if bad:
             problems.append(Problem("contradiction", "stated 5k contradicts mask AND distancing", bad))
-    df["path"] = [str(images_dir / f) for f in df["fname"]]
+    df["path"] = image_paths(images_dir, df["fname"], meta_path)
     if check_files:
         if not images_dir.is_dir():
             raise FileNotFoundError(f"images folder {images_dir} does not exist (meta file: {meta_path})")
         on_disk = set(os.listdir(images_dir))
-        missing = [i for i, f in enumerate(df["fname"]) if f and f not in on_disk]
+        missing = [i for i, (f, p) in enumerate(zip(df["fname"], df["path"])) if f and Path(p).name not in on_disk]
         if missing:
             problems.append(Problem("missing_file", f"fname with no file in {images_dir}", missing))
     df.attrs["meta_path"] = str(meta_path)

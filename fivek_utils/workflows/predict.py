@@ -22,7 +22,7 @@ import yaml
 from ..core.config import ConfigError
 from ..core.io import atomic_group, atomic_write_text
 from ..core.locks import holds_lock
-from ..data.meta import DataValidationError, files_not_in_meta, read_meta
+from ..data.meta import DataValidationError, files_not_in_meta, image_paths, read_meta
 from ..data.submission import beside, check_submission, write_submission
 from ..modeling.inference import Ensemble, answer_frame, predict_split
 from .stacking import has_stack, load_stack, predict_stack
@@ -37,7 +37,7 @@ def read_test_folder(test_dir: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     meta, problems = read_meta(metas[0], labelled=False)
     if problems:
         raise DataValidationError("\n".join(p.describe(metas[0], meta) for p in problems))
-    meta["path"] = [str(test_dir / "images" / f) for f in meta["fname"]]
+    meta["path"] = image_paths(test_dir / "images", meta["fname"], metas[0])
     return meta, metas[0]
 
 
