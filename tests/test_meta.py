@@ -194,3 +194,18 @@ def test_a_fname_spelt_otherwise_on_disk_reads_that_file_and_says_so(tmp_path):
     with pytest.raises(DataValidationError, match=r"fname with no file .*line 3 \(image_id=2\)"), \
             pytest.warns(UserWarning, match=r"1 fname\(s\)"):  # the NFD one still matches
         load_meta(root, "train")
+
+
+def test_a_file_is_matched_to_one_row_only(tmp_path):
+    """Two rows, one spelling the file as it is on disk and one in another Unicode form, do not share the
+    file: the second stays without one (a missing file, named), as do two rows that match one file."""
+    import unicodedata
+
+    from fivek_utils.data.meta import match_fnames
+
+    nfc = unicodedata.normalize("NFC", "ô.jpg")
+    nfd = unicodedata.normalize("NFD", nfc)
+    Image.new("RGB", (8, 8)).save(tmp_path / nfd, format="JPEG")
+    assert match_fnames(tmp_path, [nfd, nfc]) == {}
+    assert match_fnames(tmp_path, [nfc, " " + nfc]) == {}
+    assert match_fnames(tmp_path, iter([nfc])) == {nfc: nfd}

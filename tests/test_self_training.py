@@ -78,20 +78,23 @@ def test_the_student_learns_from_blanks_and_test_photos_never_from_the_hold_out(
     hidden = (split.hidden >= 0)
     for k in range(2):
         assert np.array_equal(labels[k, :n][stated], split.cv.labels[stated])  # a stated label stays
-        assert hidden.any() and ((labels[k, :n][hidden] > 0) & (labels[k, :n][hidden] < 1)).all()  # soft labels there
+        theirs = hidden & (split.folds != k)[:, None]  # the hidden labels of the rows fold k trains on: soft labels
+        assert theirs.any() and ((labels[k, :n][theirs] > 0) & (labels[k, :n][theirs] < 1)).all()
     # fold k's blanks and test photos carry teacher fold k's answers, which differ between folds
     answers = fold_answers(cfg.run_dir, split.cv.images, found.cv, found.people_cv)
-    blank = ~stated
     for k in range(2):
-        assert np.allclose(labels[k, :n][blank], answers[k][blank], atol=1e-6)
-    assert not np.allclose(labels[0, :n][blank], labels[1, :n][blank])
+        others = ~stated & (split.folds != k)[:, None]  # the blanks of the rows fold k trains on
+        assert others.any() and np.allclose(labels[k, :n][others], answers[k][others], atol=1e-6)
+        assert (labels[k, :n][~stated & (split.folds == k)[:, None]] == -1).all()  # its own rows' blanks stay blank
+    assert not np.allclose(labels[0, n:], labels[1, n:])  # the test photos: each fold's own answers
     assert set(pd.read_csv(student / "oof.csv")["image_id"].astype(str)) == set(split.cv.df["image_id"].astype(str))
     assert not set(split.holdout.df["image_id"].astype(str)) & set(pd.read_csv(student / "oof.csv")["image_id"].astype(str))
     # measured: each model on the hold-out beside always-yes, pseudo-labels against the generator's truth
     assert list(result.holdout.index) == ["teacher", "student 1"]
     assert {"F1 5K", "always-yes F1 5K", "AUC mask"} <= set(result.holdout.columns)
     q = result.pseudo_labels.set_index(["set", "head"])
-    assert q.loc[("test photos", "mask"), "n"] == 24 and q.loc[("test photos", "mask"), "kept_share"] == 1.0
+    # every (fold, row) label the folds train on: each test photo in both folds, each blank in the other fold
+    assert q.loc[("test photos", "mask"), "n"] == 2 * 24 and q.loc[("test photos", "mask"), "kept_share"] == 1.0
     blank_mask = int((split.cv.labels[:, 0] < 0).sum())
     assert q.loc[("blank heads of training rows", "mask"), "n"] == blank_mask  # every blank's truth is known here
     for name in ("self_training.csv", "pseudo_labels.csv", "pseudo_label_confidence.csv"):

@@ -79,7 +79,7 @@ def match_fnames(images_dir: str | os.PathLike, fnames) -> dict[str, str]:
     """fname -> the file's name on disk, for the fnames that no file has as written but exactly one file
     has once both are compared by `_name_key` (another Unicode normal form, spaces around it). Empty when
     the folder does not exist."""
-    images_dir = Path(images_dir)
+    images_dir, fnames = Path(images_dir), [f for f in fnames if f]
     if not images_dir.is_dir():
         return {}
     on_disk = [n for n in os.listdir(images_dir) if not n.startswith(".")]
@@ -87,18 +87,18 @@ def match_fnames(images_dir: str | os.PathLike, fnames) -> dict[str, str]:
     by_key: dict[str, list[str]] = {}
     for n in on_disk:
         by_key.setdefault(_name_key(n), []).append(n)
-    out = {}
-    for f in fnames:
-        if f and f not in exact and len(by_key.get(_name_key(f), [])) == 1:
-            out[f] = by_key[_name_key(f)][0]
-    return out
+    named = set(fnames)
+    out = {f: by_key[_name_key(f)][0] for f in fnames if f not in exact and len(by_key.get(_name_key(f), [])) == 1}
+    # a file is one row's: not one that another fname names as written, nor one that two fnames match
+    targets = pd.Series(list(out.values()), dtype=object).value_counts()
+    return {f: n for f, n in out.items() if n not in named and targets[n] == 1}
 
 
 def image_paths(images_dir: str | os.PathLike, fnames, source: str | os.PathLike = "the meta file") -> list[str]:
     """Each fname's path in `images_dir`: the file of that name, else the one file whose name differs from
     it only in its Unicode normal form or spaces around it (`match_fnames`; each such row is reported in
     a warning naming `source`)."""
-    images_dir = Path(images_dir)
+    images_dir, fnames = Path(images_dir), list(fnames)
     matched = match_fnames(images_dir, fnames)
     if matched:
         shown = ", ".join(f"{f!r} -> {n!r}" for f, n in list(matched.items())[:3])

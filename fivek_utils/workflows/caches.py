@@ -50,7 +50,11 @@ def _detections_stale(path: Path) -> str | None:
         return "no record of its folder (made by an older kit)"
     if not Path(folder).is_dir():
         return f"its folder {folder} is gone"
-    current = sum(1 for f, r in images.items() if isinstance(r, dict) and r.get("stamp") == file_stamp(Path(folder) / f))
+    from ..data.meta import match_fnames
+
+    on_disk = match_fnames(folder, list(images))  # a meta fname spelt otherwise on disk: that file
+    current = sum(1 for f, r in images.items()
+                  if isinstance(r, dict) and r.get("stamp") == file_stamp(Path(folder) / on_disk.get(f, f)))
     return None if current else f"none of its {len(images)} images is in {folder} as it was"
 
 

@@ -115,7 +115,9 @@ def run_kfold(
 ) -> KFoldResult:
     """Train every fold (skipping finished ones) and collect OOF and hold-out predictions.
 
-    Rows with fold -1 train in every fold and are never validated on. `val_labels` (default the rows'
+    Rows with fold -1 train in every fold and are never validated on; a row with no known label in a
+    fold (both heads blank) trains nothing there and is left out of it (with MixUp it would blank its
+    partner's labels). `val_labels` (default the rows'
     labels) are what validation scores and chooses the best epoch by: self-training's students train on
     pseudo-labels and validate on the stated ones. `fold_labels` (K, N, 2), when given, are the labels
     fold k trains on (default the rows' labels in every fold): a student's fold k learns from teacher
@@ -149,16 +151,19 @@ def run_kfold(
                 hold[k] = saved_hold
             print(f"fold {k}: already finished, predictions loaded")
             continue
-        print(f"--- fold {k + 1}/{n_folds}: train {int((folds != k).sum())} rows, validate {len(val_rows)} rows ---", flush=True)
+        labels_k = data.labels if fold_labels is None else np.asarray(fold_labels[k], dtype="float32")
+        train_rows = np.flatnonzero(folds != k)
+        unlabelled = int((~(labels_k[train_rows] >= 0).any(axis=1)).sum())
+        train_rows = train_rows[(labels_k[train_rows] >= 0).any(axis=1)]  # a row with no label teaches nothing
+        print(f"--- fold {k + 1}/{n_folds}: train {len(train_rows)} rows" + (f" ({unlabelled} without a label left out)"
+              if unlabelled else "") + f", validate {len(val_rows)} rows ---", flush=True)
         t0 = time.time()
         try:
             val = data.subset(val_rows)
             if val_labels is not None:
                 val.labels = np.asarray(val_labels, dtype="float32")[val_rows]
-            train_rows = np.flatnonzero(folds != k)
             train = data.subset(train_rows)
-            if fold_labels is not None:
-                train.labels = np.asarray(fold_labels[k], dtype="float32")[train_rows]
+            train.labels = labels_k[train_rows]
             model, history = _train_one(cfg, train, val, fold_dir, shared)
             shared = model
             oof[val_rows] = np.moveaxis(predict_tta(model, data.images[val_rows], tta, cfg.batch_size * 2), 0, 1)

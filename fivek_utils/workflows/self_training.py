@@ -5,8 +5,9 @@ learns from the labelled and the pseudo-labelled photos; the student then teache
 - **What gets pseudo-labelled**: the blank head of every cross-validated training row and every photo
   of the test splits present (public_test/, private_test/), once per fold: student fold k learns from
   teacher fold k's answers (its image model with the run's TTA, its face model, the run's stacker),
-  and teacher fold k never trained on fold k's rows, so no fold's labels reach its own student fold
-  and the student's out-of-fold scores stay honest (`fold_answers`). Soft labels (the probability
+  and teacher fold k never trained on fold k's rows, so no label of fold k reaches student fold k
+  through a pseudo-label (`TeacherFolds`; only fold k's choice of teacher fold k's best epoch and the
+  shared stacker's few weights know of them). Soft labels (the probability
   itself) by default; `pseudo_label_min_confidence` keeps only labels with |2p - 1| at least that.
   A stated label is never replaced. The hold-out rows are never pseudo-labelled, trained on or used
   for a choice: they score teacher against student.
@@ -25,6 +26,7 @@ learns from the labelled and the pseudo-labelled photos; the student then teache
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -42,7 +44,7 @@ from ..data.people import PEOPLE_FEATURES, people_features
 from ..data.pseudo_labels import accuracy_by_confidence, fill_blanks, pseudo_label_quality, truth_for
 from ..data.scenes import read_scenes
 from ..modeling.face_model import bag_probabilities, predict_faces
-from ..modeling.inference import STUDENTS_FILE, load_ensemble, predict_tta
+from ..modeling.inference import STUDENTS_FILE, check_tta, fold_files, load_keras_file, predict_tta
 from ..modeling.stacker import stack_features
 from ..modeling.training import TrainingData, ids_digest
 from .face_kfold import FaceData, FaceFoldResult, FaceFoldsJob
@@ -125,32 +127,65 @@ def blank_truth(cfg: Config, split: KFoldData) -> np.ndarray:
     return truth.astype("float32")
 
 
-def fold_answers(run_dir: Path, images: np.ndarray, faces: FaceCrops | None = None,
-                 people: pd.DataFrame | None = None, *, batch_size: int = 64) -> np.ndarray:
-    """(K, N, 2) each fold's own answers for the images: fold k's image model with the run's TTA and, in
-    a run with a face stage (`faces` and `people`: the images' crops and people features), the run's
-    stacker on that and fold k's face model's bags. A student's fold k learns from teacher fold k's
-    answers only, and teacher fold k never trained on fold k's rows."""
-    run_dir = Path(run_dir)
-    ensemble = load_ensemble(run_dir, student=False)
-    if len(images) and ensemble.image_size != images.shape[1]:
-        raise ConfigError(f"{run_dir} answers {ensemble.image_size} px images, the photos were decoded at "
-                          f"{images.shape[1]} px")
-    bundle = load_stack(run_dir) if has_stack(run_dir) else None
-    if bundle is not None and (faces is None or people is None):
-        raise ConfigError(f"{run_dir} has a face stage: its answers need the photos' face crops and people features")
-    if bundle is not None and len(bundle.face_models) != len(ensemble.models):
-        raise ConfigError(f"{run_dir} holds {len(ensemble.models)} fold image model(s) and {len(bundle.face_models)} "
-                          "fold face model(s): re-run notebook 05")
-    out = np.zeros((len(ensemble.models), len(images), len(HEADS)))
-    if not len(images):
+@dataclass
+class TeacherFolds:
+    """A saved run's fold models, loaded once, to answer as each fold alone: fold k's image model (with the
+    run's TTA) and, with a face stage, fold k's face model and the run's stacker."""
+
+    image_models: list  # fold order, from fold*/model.keras
+    face_models: list | None
+    stacker: object | None
+    tta: list
+    image_size: int
+    source: Path
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "TeacherFolds":
+        run_dir = Path(run_dir)
+        paths = fold_files(run_dir, "model.keras")
+        if not paths:
+            raise ConfigError(f"{run_dir} has no fold models (fold*/model.keras): self-training follows notebook 05's "
+                              "k-fold run")
+        info = json.loads((run_dir / "ensemble.json").read_text())  # the TTA and image size the run was tuned with
+        bundle = load_stack(run_dir) if has_stack(run_dir) else None
+        if bundle is not None and len(bundle.face_models) != len(paths):
+            raise ConfigError(f"{run_dir} holds {len(paths)} fold image model(s) and {len(bundle.face_models)} fold "
+                              "face model(s): re-run notebook 05")
+        return cls([load_keras_file(p) for p in paths], None if bundle is None else bundle.face_models,
+                   None if bundle is None else bundle.stacker, check_tta(info["tta"]), int(info["image_size"]), run_dir)
+
+    def __len__(self) -> int:
+        return len(self.image_models)
+
+    def answer(self, images: np.ndarray, faces: FaceCrops | None = None, people: pd.DataFrame | None = None, *,
+               ask: np.ndarray | None = None, batch_size: int = 64) -> np.ndarray:
+        """(K, N, 2) each fold's own answers for the images (NaN where `ask`, (K, N) bool, is False: the rows a
+        fold needs no label for). A student's fold k learns from teacher fold k's answers only, and teacher
+        fold k never trained on fold k's rows."""
+        if self.face_models is not None and (faces is None or people is None):
+            raise ConfigError(f"{self.source} has a face stage: its answers need the photos' face crops and people features")
+        if len(images) and self.image_size != images.shape[1]:
+            raise ConfigError(f"{self.source} answers {self.image_size} px images, the photos were decoded at "
+                              f"{images.shape[1]} px")
+        ask = np.ones((len(self), len(images)), bool) if ask is None else np.asarray(ask, bool)
+        out = np.full((len(self), len(images), len(HEADS)), np.nan)
+        for k, model in enumerate(self.image_models):
+            rows = np.flatnonzero(ask[k])
+            if not len(rows):
+                continue
+            probs = predict_tta(model, images[rows], self.tta, batch_size).mean(axis=0)
+            if self.face_models is not None:
+                part = faces.subset(rows)
+                bags = bag_probabilities(predict_faces(self.face_models[k], part.crops), part.counts)
+                probs = self.stacker.predict(stack_features(probs, bags, people.iloc[rows].reset_index(drop=True)), probs)
+            out[k, rows] = probs
         return out
-    for k, member in enumerate(ensemble.models):
-        out[k] = predict_tta(member, images, ensemble.tta, batch_size).mean(axis=0)
-        if bundle is not None:
-            bags = bag_probabilities(predict_faces(bundle.face_models[k], faces.crops), faces.counts)
-            out[k] = bundle.stacker.predict(stack_features(out[k], bags, people), out[k])
-    return out
+
+
+def fold_answers(run_dir: str | Path, images: np.ndarray, faces: FaceCrops | None = None,
+                 people: pd.DataFrame | None = None, *, batch_size: int = 64) -> np.ndarray:
+    """(K, N, 2) every fold's answers for every image (`TeacherFolds.answer`)."""
+    return TeacherFolds.load(run_dir).answer(images, faces, people, batch_size=batch_size)
 
 
 def photo_faces(cfg: Config, photos: Unlabelled, *, progress: bool = True) -> tuple[FaceCrops, pd.DataFrame]:
@@ -169,11 +204,13 @@ def photo_faces(cfg: Config, photos: Unlabelled, *, progress: bool = True) -> tu
     return crops, pd.concat(people, ignore_index=True)
 
 
-def trained_mean(answers: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """(N, 2) the mean of the fold answers each row trains on: a cross-validated row of fold j learns in
-    every fold but j; a row of fold -1 (a test photo) in every fold."""
-    trains = (np.asarray(folds)[None, :] != np.arange(len(answers))[:, None]).astype(float)  # (K, N)
-    return (answers * trains[..., None]).sum(axis=0) / np.maximum(trains.sum(axis=0), 1)[:, None]
+def trained_pairs(answers: np.ndarray, labels: np.ndarray, truth: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The (fold, row) pairs a student trains on, pooled: fold k's answers, stated labels and truth of the rows
+    that train in fold k (a cross-validated row of fold j in every fold but j; a test photo, fold -1, in
+    every fold), stacked, to score the pseudo-labels as the student's folds learn them."""
+    pairs = [np.flatnonzero(np.asarray(folds) != k) for k in range(len(answers))]
+    return (np.concatenate([answers[k, r] for k, r in enumerate(pairs)]),
+            np.concatenate([labels[r] for r in pairs]), np.concatenate([truth[r] for r in pairs]))
 
 
 def student_config(cfg: Config, round_no: int) -> Config:
@@ -191,6 +228,9 @@ def check_pseudo_labels(run_dir: Path, df: pd.DataFrame, labels: np.ndarray) -> 
     digest = ids_digest(df)
     if path.exists():
         with np.load(path) as z:
+            if z["labels"].ndim != labels.ndim:
+                raise ConfigError(f"{run_dir} holds a student an earlier kit trained, on the whole teacher's pseudo-labels "
+                                  "(now each fold learns from its own teacher fold): delete that folder to train it afresh")
             same = str(z["ids"]) == digest and z["labels"].shape == labels.shape and np.allclose(
                 z["labels"], labels, atol=1e-4)
         if not same:
@@ -286,21 +326,26 @@ def self_train(cfg: Config, split: KFoldData, teacher: RoundModel, faces: FaceDa
     for r in range(1, cfg.self_training_rounds + 1):
         t = models[-1]
         print(f"--- self-training round {r}/{cfg.self_training_rounds}: {t.name} labels, student {r} learns ---", flush=True)
-        cv_answers = fold_answers(t.run_dir, split.cv.images, None if faces is None else faces.cv,
-                                  None if faces is None else faces.people_cv, batch_size=cfg.batch_size * 2)
-        photo_answers = fold_answers(t.run_dir, photos.data.images, crops, people, batch_size=cfg.batch_size * 2)
-        if len(cv_answers) != int(split.folds.max()) + 1:
-            raise ConfigError(f"{t.run_dir} holds {len(cv_answers)} fold models for {int(split.folds.max()) + 1} folds")
+        teacher_folds = TeacherFolds.load(t.run_dir)
+        n_folds = int(split.folds.max()) + 1
+        if len(teacher_folds) != n_folds:
+            raise ConfigError(f"{t.run_dir} holds {len(teacher_folds)} fold models for {n_folds} folds")
+        # fold k labels the blanks of the rows it trains on (not its own fold's) and every test photo
+        ask = (split.folds[None, :] != np.arange(n_folds)[:, None]) & (split.cv.labels < 0).any(axis=1)
+        cv_answers = teacher_folds.answer(split.cv.images, None if faces is None else faces.cv,
+                                          None if faces is None else faces.people_cv, ask=ask, batch_size=cfg.batch_size * 2)
+        photo_answers = teacher_folds.answer(photos.data.images, crops, people, batch_size=cfg.batch_size * 2)
+        del teacher_folds
         cv_labels = np.stack([fill_blanks(split.cv.labels, a, **rule)[0] for a in cv_answers])
         photo_labels = np.stack([fill_blanks(photos.data.labels, a, **rule)[0] for a in photo_answers])
-        # measured: the labels the student's folds train on (each row's mean over the folds it trains in)
-        photo_probs = trained_mean(photo_answers, np.full(len(photos), -1))
-        for where, probs, labels, known in (("blank heads of training rows", trained_mean(cv_answers, split.folds),
-                                             split.cv.labels, truth),
-                                            ("test photos", photo_probs, photos.data.labels, photos.truth)):
-            q = pseudo_label_quality(probs, known, fill_blanks(labels, probs, **rule)[1])
+        # measured: every (fold, row) label the student's folds train on, against the truth where it is known
+        for where, answers, labels, known, folds in (
+                ("blank heads of training rows", cv_answers, split.cv.labels, truth, split.folds),
+                ("test photos", photo_answers, photos.data.labels, photos.truth, np.full(len(photos), -1))):
+            probs, stated, truth_k = trained_pairs(answers, labels, known, folds)
+            q = pseudo_label_quality(probs, truth_k, fill_blanks(stated, probs, **rule)[1])
             quality.append(q.assign(round=r, teacher=t.name, set=where).reset_index(names="head"))
-            curves.append(accuracy_by_confidence(probs, known).assign(round=r, teacher=t.name, set=where))
+            curves.append(accuracy_by_confidence(probs, truth_k).assign(round=r, teacher=t.name, set=where))
         models.append(train_student(student_config(cfg, r), split, faces, cv_labels, photos, photo_labels, crops,
                                     f"student {r}", scope=scope))
     hold = pd.DataFrame({m.name: score_row(split.holdout.labels, m.holdout, m.thresholds) for m in models
