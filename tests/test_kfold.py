@@ -202,3 +202,36 @@ def test_the_folds_share_one_model_and_each_trains_from_fresh_weights(tmp_path, 
     w0 = keras.saving.load_model(tmp_path / "fold0" / "model.keras", compile=False).get_weights()
     w1 = keras.saving.load_model(tmp_path / "fold1" / "model.keras", compile=False).get_weights()
     assert not np.allclose(w0[0], w1[0])  # two models, not one saved twice
+
+
+@pytest.mark.slow
+def test_fold_labels_are_what_each_fold_trains_on_and_unlabelled_rows_train_nothing(tmp_path, monkeypatch, capsys):
+    """Per-fold labels (a self-training student's): fold k trains on fold_labels[k] of its rows, and a row with
+    no label there (both heads blank) is left out of that fold, said in its line; a wrong shape is refused."""
+    from fivek_utils.core.config import Config
+    from fivek_utils.modeling.backbones import tiny_backbone
+    from fivek_utils.modeling.models import build_model
+    from fivek_utils.workflows import kfold
+
+    monkeypatch.setattr(kfold, "fold_model", lambda cfg, dropout: build_model(tiny_backbone(), None, dropout))
+    seen = {}
+
+    def recording(cfg, train, val, fold_dir, shared):
+        seen[fold_dir.name] = (train.df["image_id"].tolist(), train.labels.copy())
+        return train_one(cfg, train, val, fold_dir, shared)
+
+    train_one = kfold._train_one
+    monkeypatch.setattr(kfold, "_train_one", recording)
+    data, folds = _fold_data(12, 32), np.array([0, 1] * 5 + [-1, -1])  # the last two train in both folds
+    fold_labels = np.stack([data.labels, 1 - data.labels])
+    fold_labels[0, 10] = -1  # row 10 has no label in fold 0
+    cfg = Config(image_size=32, batch_size=4, epochs_head=0, epochs_finetune=1, unfreeze_blocks=-1, tta=["identity"],
+                 randaugment_magnitude=0)
+    with pytest.raises(ValueError, match="fold_labels has shape"):
+        kfold.run_kfold(cfg, data, folds, run_dir=tmp_path, fold_labels=fold_labels[:1])
+    kfold.run_kfold(cfg, data, folds, run_dir=tmp_path, fold_labels=fold_labels)
+    ids0, labels0 = seen["fold0"]
+    ids1, labels1 = seen["fold1"]
+    assert ids0 == [1, 3, 5, 7, 9, 11] and ids1 == [0, 2, 4, 6, 8, 10, 11]
+    assert np.array_equal(labels0, fold_labels[0, ids0]) and np.array_equal(labels1, fold_labels[1, ids1])
+    assert "train 6 rows (1 without a label left out), validate 5 rows" in capsys.readouterr().out
