@@ -218,8 +218,8 @@ class Config:
     # "auto": on a machine without a GPU or TPU the face folds train in a process of their own beside the image
     # folds (2 CPU cores are then busier: docs/modelling.md); "on", "off" (one after the other, in this process)
     faces_beside_images: str = "auto"
-    # self-training (notebook 05, Noisy Student): the run's ensemble labels the blank heads and the unlabelled
-    # test photos, and a noised student learns from labelled + pseudo-labelled photos, `self_training_rounds` times
+    # self-training (notebook 05, Noisy Student): each teacher fold labels the blank heads and the unlabelled
+    # test photos its student fold trains on, and a noised student learns from labelled + pseudo-labelled photos, `self_training_rounds` times
     self_training_rounds: int = 0  # 0: off; each round's student becomes the next round's teacher
     pseudo_label_min_confidence: float = 0.0  # keep a pseudo-label only where |2p - 1| >= this (0: every one)
     pseudo_label_soft: bool = True  # the teacher's probability as the target; False: rounded to 0 / 1
