@@ -61,7 +61,7 @@ def teacher(tmp_path_factory):
 
 
 def test_the_student_learns_from_blanks_and_test_photos_never_from_the_hold_out(teacher):
-    from fivek_utils.workflows.self_training import PSEUDO_FILE, fold_answers, self_train
+    from fivek_utils.workflows.self_training import PSEUDO_FILE, TeacherFolds, self_train
 
     cfg, split, found, model, _ = teacher
     result = self_train(cfg, split, model, found, progress=False)
@@ -81,7 +81,7 @@ def test_the_student_learns_from_blanks_and_test_photos_never_from_the_hold_out(
         theirs = hidden & (split.folds != k)[:, None]  # the hidden labels of the rows fold k trains on: soft labels
         assert theirs.any() and ((labels[k, :n][theirs] > 0) & (labels[k, :n][theirs] < 1)).all()
     # fold k's blanks and test photos carry teacher fold k's answers, which differ between folds
-    answers = fold_answers(cfg.run_dir, split.cv.images, found.cv, found.people_cv)
+    answers = TeacherFolds.load(cfg.run_dir).answer(split.cv.images, found.cv, found.people_cv)
     for k in range(2):
         others = ~stated & (split.folds != k)[:, None]  # the blanks of the rows fold k trains on
         assert others.any() and np.allclose(labels[k, :n][others], answers[k][others], atol=1e-6)
@@ -128,16 +128,17 @@ def test_each_fold_answers_with_its_own_models_only(teacher, tmp_path):
 
     from fivek_utils.modeling.inference import ENSEMBLE_FILE
     from fivek_utils.workflows.face_kfold import FACE_MODEL
-    from fivek_utils.workflows.self_training import fold_answers
+    from fivek_utils.workflows.self_training import TeacherFolds
 
     cfg, split, found, _, _ = teacher
-    before = fold_answers(cfg.run_dir, split.cv.images, found.cv, found.people_cv)
+    teacher_folds = TeacherFolds.load(cfg.run_dir)
+    before = teacher_folds.answer(split.cv.images, found.cv, found.people_cv)
     copy = tmp_path / "teacher"
     shutil.copytree(cfg.run_dir, copy, ignore=shutil.ignore_patterns("student*", "self_training.json", ENSEMBLE_FILE))
     for name in ("model.keras", FACE_MODEL):
         shutil.copy(copy / "fold0" / name, copy / "fold1" / name)
-    after = fold_answers(copy, split.cv.images, found.cv, found.people_cv)
+    after = TeacherFolds.load(copy).answer(split.cv.images, found.cv, found.people_cv)
     assert before.shape == (2, len(split.cv), 2) and not np.allclose(before[0], before[1])
     assert np.allclose(after[0], before[0], atol=1e-5) and np.allclose(after[1], before[0], atol=1e-5)
     with pytest.raises(ConfigError, match="face crops"):  # a run with a face stage needs the photos' faces
-        fold_answers(cfg.run_dir, split.cv.images)
+        teacher_folds.answer(split.cv.images)

@@ -18,6 +18,7 @@ import io
 import os
 import unicodedata
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,14 +84,15 @@ def match_fnames(images_dir: str | os.PathLike, fnames) -> dict[str, str]:
     if not images_dir.is_dir():
         return {}
     on_disk = [n for n in os.listdir(images_dir) if not n.startswith(".")]
-    exact = set(on_disk)
+    named, exact = set(fnames), set(on_disk)
+    if named <= exact:  # every fname is a file as written (the usual case)
+        return {}
     by_key: dict[str, list[str]] = {}
     for n in on_disk:
         by_key.setdefault(_name_key(n), []).append(n)
-    named = set(fnames)
-    out = {f: by_key[_name_key(f)][0] for f in fnames if f not in exact and len(by_key.get(_name_key(f), [])) == 1}
+    out = {f: by_key[_name_key(f)][0] for f in named - exact if len(by_key.get(_name_key(f), [])) == 1}
     # a file is one row's: not one that another fname names as written, nor one that two fnames match
-    targets = pd.Series(list(out.values()), dtype=object).value_counts()
+    targets = Counter(out.values())
     return {f: n for f, n in out.items() if n not in named and targets[n] == 1}
 
 

@@ -153,8 +153,8 @@ def run_kfold(
             continue
         labels_k = data.labels if fold_labels is None else np.asarray(fold_labels[k], dtype="float32")
         train_rows = np.flatnonzero(folds != k)
-        unlabelled = int((~(labels_k[train_rows] >= 0).any(axis=1)).sum())
-        train_rows = train_rows[(labels_k[train_rows] >= 0).any(axis=1)]  # a row with no label teaches nothing
+        labelled = (labels_k[train_rows] >= 0).any(axis=1)  # a row with no label teaches nothing
+        unlabelled, train_rows = int((~labelled).sum()), train_rows[labelled]
         print(f"--- fold {k + 1}/{n_folds}: train {len(train_rows)} rows" + (f" ({unlabelled} without a label left out)"
               if unlabelled else "") + f", validate {len(val_rows)} rows ---", flush=True)
         t0 = time.time()

@@ -182,12 +182,6 @@ class TeacherFolds:
         return out
 
 
-def fold_answers(run_dir: str | Path, images: np.ndarray, faces: FaceCrops | None = None,
-                 people: pd.DataFrame | None = None, *, batch_size: int = 64) -> np.ndarray:
-    """(K, N, 2) every fold's answers for every image (`TeacherFolds.answer`)."""
-    return TeacherFolds.load(run_dir).answer(images, faces, people, batch_size=batch_size)
-
-
 def photo_faces(cfg: Config, photos: Unlabelled, *, progress: bool = True) -> tuple[FaceCrops, pd.DataFrame]:
     """The face crops and people features of the photos, found and cut with the run's detector and crop
     settings (cached)."""
