@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -75,6 +76,20 @@ def test_a_bad_boxes_file_names_its_row(tmp_path, row, message):
     (tmp_path / "cols.csv").write_text("fname,x,y\na.jpg,1,2\n")
     with pytest.raises(BoxesError, match="missing"):
         load_boxes(tmp_path / "cols.csv")
+
+
+def test_a_boxes_fname_spelt_otherwise_takes_the_meta_spelling_and_says_so(tmp_path):
+    nfc, nfd = "kh\u1ea3i.jpg", "kha\u0309i.jpg"  # "khải": one character, or "a" and a combining hook (macOS)
+    path = write_boxes(tmp_path / "faces.csv", [(nfd, 0, 0, 10, 10, "with_mask"), (" b.jpg ", 0, 0, 20, 20, "incorrect"),
+                                                ("c.jpg", 0, 0, 30, 30, "without_mask"), ("zz.jpg", 0, 0, 9, 9, "with_mask")])
+    with pytest.warns(UserWarning, match=r"2 fname\(s\) of .*faces.csv are spelt otherwise"):
+        boxes = load_boxes(path, [nfc, "b.jpg", "c.jpg"])
+    assert boxes["fname"].tolist() == [nfc, "b.jpg", "c.jpg", "zz.jpg"]  # a photo the meta lacks keeps its name
+    assert load_boxes(path)["fname"].tolist()[0] == nfd  # without the meta's fnames: as written
+    # two meta fnames of the same key: which is meant cannot be told, so the boxes keep their spelling
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_boxes(path, [nfc, nfd + " "])["fname"].tolist()[0] == nfd
 
 
 def astronaut_set(tmp_path):

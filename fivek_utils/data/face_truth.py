@@ -10,6 +10,7 @@ the most confident detections first.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from .crops import ordered_faces
 from .faces import Detections, Face
+from .meta import name_key
 
 STATES = ("with_mask", "without_mask", "incorrect")  # "incorrect": worn below the nose, not a mask for the task
 HEIGHT_BINS = (0, 12, 16, 24, 32, 64, np.inf)
@@ -30,8 +32,11 @@ class BoxesError(ValueError):
     """A faces.csv that cannot be read as annotated face boxes; names the file and row."""
 
 
-def load_boxes(path: str | os.PathLike) -> pd.DataFrame:
-    """Annotated faces: fname, x0, y0, x1, y1 (pixels of the upright photo), state, height."""
+def load_boxes(path: str | os.PathLike, fnames: Sequence[str] | None = None) -> pd.DataFrame:
+    """Annotated faces: fname, x0, y0, x1, y1 (pixels of the upright photo), state, height. With the
+    meta's `fnames`, a boxes fname that none of them is as written but exactly one is in another Unicode
+    normal form or with spaces around it (a CSV written on another system) takes that fname, with a
+    warning that counts them."""
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype={"fname": str, "state": str})
@@ -56,7 +61,24 @@ def load_boxes(path: str | os.PathLike) -> pd.DataFrame:
         row = int(np.flatnonzero(flat)[0])
         raise BoxesError(f"{path}, row {row + 2}: the box {df.loc[row, ['x0', 'y0', 'x1', 'y1']].tolist()} is empty")
     df["height"] = df["y1"] - df["y0"]
+    if fnames is not None:
+        df["fname"] = _spelt_as(df["fname"], fnames, path)
     return df
+
+
+def _spelt_as(names: pd.Series, fnames: Sequence[str], path: Path) -> pd.Series:
+    """`names` with each one that no fname is as written, and exactly one fname is by `name_key`, spelt
+    as that fname."""
+    fnames = set(fnames)
+    by_key: dict[str, list[str]] = {}
+    for f in fnames:
+        by_key.setdefault(name_key(f), []).append(f)
+    renamed = {n: by_key[name_key(n)][0] for n in set(names) - fnames if len(by_key.get(name_key(n), [])) == 1}
+    if renamed:
+        shown = ", ".join(f"{n!r} -> {f!r}" for n, f in list(renamed.items())[:3])
+        warnings.warn(f"{len(renamed)} fname(s) of {path} are spelt otherwise in the meta file (another Unicode "
+                      f"normal form, or spaces around the name), read as the meta's: {shown}", stacklevel=3)
+    return names.map(lambda n: renamed.get(n, n))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

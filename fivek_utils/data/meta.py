@@ -69,7 +69,7 @@ def available_splits(root: str | os.PathLike) -> list[str]:
     return [s for s in SPLITS if split_paths(root, s)[1].exists()]
 
 
-def _name_key(name: str) -> str:
+def name_key(name: str) -> str:
     """A file name as two spellings of it compare: Unicode NFC (a folder unpacked on macOS spells "ả" as
     "a" and a combining hook, NFD; a CSV written elsewhere as one character) without spaces around it
     (the meta reader strips them)."""
@@ -78,7 +78,7 @@ def _name_key(name: str) -> str:
 
 def match_fnames(images_dir: str | os.PathLike, fnames) -> dict[str, str]:
     """fname -> the file's name on disk, for the fnames that no file has as written but exactly one file
-    has once both are compared by `_name_key` (another Unicode normal form, spaces around it). Empty when
+    has once both are compared by `name_key` (another Unicode normal form, spaces around it). Empty when
     the folder does not exist."""
     images_dir, fnames = Path(images_dir), [f for f in fnames if f]
     if not images_dir.is_dir():
@@ -89,8 +89,8 @@ def match_fnames(images_dir: str | os.PathLike, fnames) -> dict[str, str]:
         return {}
     by_key: dict[str, list[str]] = {}
     for n in on_disk:
-        by_key.setdefault(_name_key(n), []).append(n)
-    out = {f: by_key[_name_key(f)][0] for f in named - exact if len(by_key.get(_name_key(f), [])) == 1}
+        by_key.setdefault(name_key(n), []).append(n)
+    out = {f: by_key[name_key(f)][0] for f in named - exact if len(by_key.get(name_key(f), [])) == 1}
     # a file is one row's: not one that another fname names as written, nor one that two fnames match
     targets = Counter(out.values())
     return {f: n for f, n in out.items() if n not in named and targets[n] == 1}

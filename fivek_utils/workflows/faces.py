@@ -141,8 +141,9 @@ def score_dataset(data_dir: str | os.PathLike, boxes_file: str | os.PathLike, sp
     df = load_meta(root, split, check_files=False)
     if 0 < sample < len(df):
         df = df.sample(n=sample, random_state=0).sort_index()
-    boxes = load_boxes(boxes_file)
-    unknown = sorted(set(boxes["fname"]) - set(load_meta(root, split, check_files=False)["fname"]))
+    every = load_meta(root, split, check_files=False)["fname"]
+    boxes = load_boxes(boxes_file, every)
+    unknown = sorted(set(boxes["fname"]) - set(every))
     if unknown:
         raise ValueError(f"{boxes_file} has boxes for {len(unknown)} photo(s) that are not in {root / split}, e.g. "
                          f"{unknown[:3]}: is it the boxes file of another set?")
