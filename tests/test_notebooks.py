@@ -182,3 +182,24 @@ def test_every_name_the_notebook_uses_exists(nb):
     assert used, "the notebook calls nothing of the kit?"
     missing = [f"{a}.{n}" for a, n in sorted(used) if a in aliases and not hasattr(aliases[a], n)]
     assert not missing
+
+
+# Config fields no notebook declares, on purpose: where they come from instead
+NOT_A_NOTEBOOK_PARAMETER = {
+    "test_split": "notebook 06 predicts public_test/ and private_test/ where they exist",
+    "num_workers": "decoding threads: the machine's, not the run's",
+    "cache_max_gb": "the cache bound: FIVEK_CACHE_MAX_GB, a setting of the machine",
+}
+
+
+def test_every_setting_of_a_run_can_be_set_from_a_config():
+    """A Config field that no parameters cell declares cannot be set from a YAML (the runner refuses a key
+    no notebook declares), so a setting the training code reads would be stuck at its default."""
+    import dataclasses
+
+    from fivek_utils.core.config import Config
+
+    declared = set().union(*(declared_parameters(nb) for nb in NOTEBOOKS))
+    stuck = [f.name for f in dataclasses.fields(Config) if f.name not in declared and f.name not in NOT_A_NOTEBOOK_PARAMETER]
+    assert not stuck, f"Config fields that no notebook declares, so no config can set: {stuck}"
+    assert not set(NOT_A_NOTEBOOK_PARAMETER) - {f.name for f in dataclasses.fields(Config)}
