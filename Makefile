@@ -6,9 +6,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
-# the support matrix's second row: what Colab ships, and the kit's lower bounds of the rest
+# the support matrix's second row: what Colab ships, and the kit's lower bounds of the rest, on Colab's
+# Python (3.13) where this machine has it (on PATH, or pyenv's), else on $(PYTHON), which test-compat says
+COMPAT_PYTHON ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
+                   $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
+COMPAT_PY := $(or $(COMPAT_PYTHON),$(PYTHON))
 COMPAT_VENV ?= .venv-compat
 COMPAT_BIN := $(COMPAT_VENV)/bin
+# the stamp names the interpreter, so a .venv-compat made by another Python is made again
+COMPAT_STAMP := $(COMPAT_VENV)/.installed-$(notdir $(COMPAT_PY))
 CONSTRAINTS := constraints/colab.txt constraints/lower-bounds.txt
 # pip shows every warning of the build backend; setuptools' "Editable installation" one only says that
 # a folder named fivek_utils in the working directory would be imported first, which here is the
@@ -32,9 +38,9 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 
 install: $(STAMP) ## create .venv and install the kit and its dependencies
 
-$(COMPAT_VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml $(CONSTRAINTS)
+$(COMPAT_STAMP): requirements.txt requirements-nodeps.txt pyproject.toml $(CONSTRAINTS)
 	rm -rf $(COMPAT_VENV)
-	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m venv $(COMPAT_VENV)
 	$(COMPAT_BIN)/python -m pip install --quiet --upgrade pip
 	$(COMPAT_BIN)/python -m pip install --quiet -r requirements.txt $(addprefix -c ,$(CONSTRAINTS))
 	$(COMPAT_BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
@@ -53,8 +59,9 @@ test: $(STAMP) ## the whole test suite (includes a papermill run of every notebo
 test-fast: $(STAMP) ## the tests without the slow notebook and training runs
 	$(PYTEST) -m "not slow"
 
-test-compat: $(COMPAT_VENV)/.installed ## the fast tests + a notebook smoke run on Colab's versions (constraints/), in .venv-compat
-	@$(COMPAT_BIN)/python -c "from fivek_utils.core.versions import version_table; print(version_table())"
+test-compat: $(COMPAT_STAMP) ## the fast tests + a notebook smoke run on Colab's versions (constraints/) and Python 3.13, in .venv-compat
+	@$(if $(COMPAT_PYTHON),,echo "no Python 3.13 here (Colab's): the compat tests run on $$($(COMPAT_PY) -V)")
+	@$(COMPAT_BIN)/python -c "import sys; from fivek_utils.core.versions import version_table; print('Python', sys.version.split()[0]); print(version_table())"
 	$(COMPAT_BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow or compat"
 
 test-rehearse: $(STAMP) ## configs/full.yaml through every notebook on a CPU at toy scale, weights where a user's are (7-8 min on 2 cores, 13 on busy ones)
