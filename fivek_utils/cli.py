@@ -433,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"default {Config.face_detector}; each setting below defaults to the detector's own, chosen on "
                         "real street photos (modeling/face_detector.py TUNED)")
     p.add_argument("--min-face-size", type=int, help="smallest face, pixels of the original photo")
-    p.add_argument("--min-confidence", type=float, help="lowest confidence kept (retinaface: 0.5 or more; mtcnn: 0.8-0.9)")
+    p.add_argument("--min-confidence", type=float, help="lowest confidence kept (retinaface: 0.05 or more; mtcnn: 0.8-0.9)")
     p.add_argument("--model", help="blazeface: back, full_range, full_range_sparse or short_range")
     p.add_argument("--upscale", type=float, help="retinaface: the photo enlarged this much; blazeface: its tiles, 0: none")
     p.add_argument("--min-support", type=int, help="blazeface: anchors that must agree on a face")

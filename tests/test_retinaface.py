@@ -68,6 +68,28 @@ def test_min_face_size_and_confidence(astronaut):
     assert len(loose) >= 1 and len(strict) <= len(loose) and all(f.confidence >= 0.999999 for f in strict)
 
 
+def test_below_the_shipped_graphs_floor_its_lower_scored_faces_come_back(astronaut):
+    """The shipped graph returns no face scored under 0.5; a detector of a lower min_confidence loads it with
+    that floor, and finds a 16 px face the shipped one scores under 0.5, and the same faces above 0.5."""
+    photo, box = small_face(astronaut, 16)
+    assert R.RetinaFaceDetector(min_face_size=4, min_confidence=0.5, upscale=1.0).detect("p", photo) == []
+    low = R.RetinaFaceDetector(min_face_size=4, min_confidence=0.1, upscale=1.0).detect("p", photo)
+    assert best_iou(low, box) > 0.5 and all(0.1 <= f.confidence for f in low)
+    assert min(f.confidence for f in low) < 0.5
+    shipped = R.RetinaFaceDetector(min_confidence=0.5, upscale=1.0).detect("a", astronaut)
+    lowered = [f for f in R.RetinaFaceDetector(min_confidence=0.1, upscale=1.0).detect("a", astronaut) if f.confidence >= 0.5]
+    assert [f.box for f in lowered] == [f.box for f in shipped] and len(shipped) == 1
+
+
+def test_a_graph_without_the_floor_constant_is_named(tmp_path):
+    import tensorflow as tf
+
+    with tf.Graph().as_default() as g:
+        tf.constant(0.5, name="score_threshold")
+    with pytest.raises(ConfigError, match=r"0 constants named \*NonMaxSuppressionV3/score_threshold"):
+        R.set_floor(g.as_graph_def(), 0.2, tmp_path / "g.pb")
+
+
 def test_a_runs_saved_settings_rebuild_it():
     det = make_detector("retinaface", min_face_size=10, min_confidence=0.7, upscale=2.0)
     again = make_detector(det.settings["name"], **saved_settings(det.settings))
@@ -77,8 +99,8 @@ def test_a_runs_saved_settings_rebuild_it():
 
 
 def test_settings_fail_by_name():
-    with pytest.raises(ConfigError, match=r"face_min_confidence=0.3: must be in \[0.5, 1\)"):
-        R.RetinaFaceDetector(min_confidence=0.3)
+    with pytest.raises(ConfigError, match=r"face_min_confidence=0.01: must be in \[0.05, 1\)"):
+        R.RetinaFaceDetector(min_confidence=0.01)
     with pytest.raises(ConfigError, match="face_upscale=0"):
         R.RetinaFaceDetector(upscale=0)
     with pytest.raises(ConfigError, match=r"unknown retinaface setting\(s\) \['min_support'\]"):

@@ -202,7 +202,7 @@ class Config:
     # TUNED has each detector's; docs/real-street-photos.md the measurements)
     face_detector: str = "retinaface"  # "retinaface", "blazeface" or "mtcnn" (photos), "truth" (the generator's head boxes: synthetic data only)
     face_min_size: int = 8  # smallest face the detector reports, pixels of the original photo
-    face_min_confidence: float = 0.5  # lowest confidence kept (retinaface: 0.5 or more; blazeface 0.3; mtcnn 0.8-0.9)
+    face_min_confidence: float = 0.5  # lowest confidence kept (retinaface: 0.05 or more, below 0.5 its graph's floor is lowered; blazeface 0.3; mtcnn 0.8-0.9)
     face_detector_model: str = "back"  # blazeface: "back" (256 px), "full_range", "full_range_sparse" (192), "short_range" (128)
     face_upscale: float = 1.5  # retinaface: the photo enlarged this many times; blazeface: its tiles (0: the whole photo only)
     face_min_support: int = 4  # blazeface: anchors that must agree on a face (a false one fires few)

