@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError
 
-import numpy as np
 import pytest
 from PIL import Image
 

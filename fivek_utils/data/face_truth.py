@@ -19,7 +19,7 @@ import pandas as pd
 
 from .crops import ordered_faces
 from .faces import Detections, Face
-from .meta import name_key
+from .meta import respell
 
 STATES = ("with_mask", "without_mask", "incorrect")  # "incorrect": worn below the nose, not a mask for the task
 HEIGHT_BINS = (0, 12, 16, 24, 32, 64, np.inf)
@@ -67,13 +67,9 @@ def load_boxes(path: str | os.PathLike, fnames: Sequence[str] | None = None) -> 
 
 
 def _spelt_as(names: pd.Series, fnames: Sequence[str], path: Path) -> pd.Series:
-    """`names` with each one that no fname is as written, and exactly one fname is by `name_key`, spelt
-    as that fname."""
-    fnames = set(fnames)
-    by_key: dict[str, list[str]] = {}
-    for f in fnames:
-        by_key.setdefault(name_key(f), []).append(f)
-    renamed = {n: by_key[name_key(n)][0] for n in set(names) - fnames if len(by_key.get(name_key(n), [])) == 1}
+    """`names` with each one that no fname is as written, and exactly one fname is in another spelling
+    (`data.meta.respell`), spelt as that fname."""
+    renamed = respell(names, fnames)
     if renamed:
         shown = ", ".join(f"{n!r} -> {f!r}" for n, f in list(renamed.items())[:3])
         warnings.warn(f"{len(renamed)} fname(s) of {path} are spelt otherwise in the meta file (another Unicode "

@@ -69,28 +69,34 @@ def available_splits(root: str | os.PathLike) -> list[str]:
     return [s for s in SPLITS if split_paths(root, s)[1].exists()]
 
 
-def name_key(name: str) -> str:
+def _name_key(name: str) -> str:
     """A file name as two spellings of it compare: Unicode NFC (a folder unpacked on macOS spells "ả" as
     "a" and a combining hook, NFD; a CSV written elsewhere as one character) without spaces around it
     (the meta reader strips them)."""
     return unicodedata.normalize("NFC", name).strip()
 
 
+def respell(names, candidates) -> dict[str, str]:
+    """name -> the one candidate spelt otherwise (the same `_name_key`), for each name that no candidate
+    is as written; a name that matches no candidate, or several, is left out."""
+    candidates = set(candidates)
+    by_key: dict[str, list[str]] = {}
+    for c in candidates:
+        by_key.setdefault(_name_key(c), []).append(c)
+    return {n: by_key[_name_key(n)][0] for n in set(names) - candidates if len(by_key.get(_name_key(n), [])) == 1}
+
+
 def match_fnames(images_dir: str | os.PathLike, fnames) -> dict[str, str]:
     """fname -> the file's name on disk, for the fnames that no file has as written but exactly one file
-    has once both are compared by `name_key` (another Unicode normal form, spaces around it). Empty when
+    has once both are compared by `_name_key` (another Unicode normal form, spaces around it). Empty when
     the folder does not exist."""
     images_dir, fnames = Path(images_dir), [f for f in fnames if f]
     if not images_dir.is_dir():
         return {}
-    on_disk = [n for n in os.listdir(images_dir) if not n.startswith(".")]
-    named, exact = set(fnames), set(on_disk)
+    named, exact = set(fnames), {n for n in os.listdir(images_dir) if not n.startswith(".")}
     if named <= exact:  # every fname is a file as written (the usual case)
         return {}
-    by_key: dict[str, list[str]] = {}
-    for n in on_disk:
-        by_key.setdefault(name_key(n), []).append(n)
-    out = {f: by_key[name_key(f)][0] for f in named - exact if len(by_key.get(name_key(f), [])) == 1}
+    out = respell(named, exact)
     # a file is one row's: not one that another fname names as written, nor one that two fnames match
     targets = Counter(out.values())
     return {f: n for f, n in out.items() if n not in named and targets[n] == 1}

@@ -139,9 +139,9 @@ def score_dataset(data_dir: str | os.PathLike, boxes_file: str | os.PathLike, sp
     root = Path(data_dir)
     split_paths(root, split)
     df = load_meta(root, split, check_files=False)
+    every = df["fname"].tolist()  # the boxes may cover photos a sample leaves out
     if 0 < sample < len(df):
         df = df.sample(n=sample, random_state=0).sort_index()
-    every = load_meta(root, split, check_files=False)["fname"]
     boxes = load_boxes(boxes_file, every)
     unknown = sorted(set(boxes["fname"]) - set(every))
     if unknown:
