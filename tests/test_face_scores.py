@@ -63,7 +63,8 @@ def test_face_auc_unannotated_detections_and_what_they_cost(tmp_path):
     assert by_height.loc["32-64", "face_auc"] == 1.0  # without_mask 0.2 below with_mask 0.7
     assert by_height.loc["24-32", "faces"] == 1  # photo c's face: 30 px annotated (its box 34 px)
     assert np.isnan(by_height.loc["<12", "face_auc"])  # one class only: no AUC
-    assert "face mask AUC" in str(s)
+    assert "face mask AUC" in str(s) and "face-stage ceiling 1.000" in str(s)
+    assert s.summary["photos_unmasked"] == 2 and s.summary["unmasked_photos_none_found"] == 0
     fig = plot_face_scores({"out-of-fold": s})
     assert len(fig.axes) == 1
 
@@ -104,3 +105,27 @@ def test_unscored_crops_and_photos_without_a_face_stay_out_of_every_count(tmp_pa
     empty = score_face_model(det, boxes, ["d.jpg"], np.zeros(0), np.array([0]), np.array([1]))
     assert empty.summary["faces"] == 0 and np.isnan(empty.summary["face_auc"]) and np.isnan(empty.summary["photo_auc"])
     assert "0 faces found" in str(empty)
+
+
+def test_the_ceiling_counts_photos_labelled_unmasked_whose_unmasked_faces_were_all_missed(tmp_path):
+    boxes, det = make_set(tmp_path)
+    labels = np.array([0, 0, 1])
+    # photo a's unmasked face not found: only its masked face is cut, so a perfect face model ties a with c
+    det.images["a.jpg"].faces.pop(1)
+    p = np.array([0.9, 0.6, 0.7, 0.95, 0.1])  # crops: a (with), b (incorrect, with), c (with, unannotated)
+    s = score_face_model(det, boxes, ["a.jpg", "b.jpg", "c.jpg"], p, np.array([1, 2, 2]), labels)
+    assert s.summary["photos_unmasked"] == 2 and s.summary["unmasked_photos_none_found"] == 1
+    oracle = np.array([1.0, 0.0, 1.0])  # every found face's state known, unannotated ones masked
+    assert s.summary["photo_auc_ceiling"] == pytest.approx(roc_auc_score(labels, oracle)) == 0.75
+    assert "in 1 of the 2 labelled unmasked" in str(s)
+    # an unannotated face does not count as a found unmasked one, and a photo without a face is left out
+    det.images["b.jpg"] = ImageFaces("b.jpg", 200, 100, [Face((120, 20, 140, 40), 0.6)])
+    s = score_face_model(det, boxes, ["a.jpg", "b.jpg", "c.jpg"], np.array([0.9, 0.1, 0.95, 0.1]), np.array([1, 1, 2]),
+                         labels)
+    assert s.summary["unmasked_photos_none_found"] == 2 and s.summary["photo_auc_ceiling"] == 0.5
+    det.images["b.jpg"] = ImageFaces("b.jpg", 200, 100, [])
+    s = score_face_model(det, boxes, ["a.jpg", "b.jpg", "c.jpg"], np.array([0.9, 0.95, 0.1]), np.array([1, 0, 2]), labels)
+    assert s.summary["photos_unmasked"] == 1 and s.summary["photo_auc_ceiling"] == 0.5
+    # one class of photos only: no ceiling, as no AUC
+    s = score_face_model(det, boxes, ["a.jpg", "c.jpg"], np.array([0.9, 0.95, 0.1]), np.array([1, 2]), np.array([0, 0]))
+    assert np.isnan(s.summary["photo_auc_ceiling"])

@@ -5,8 +5,10 @@ tells a mask from a face, which faces the detector missed, and the faces it foun
 (a false detection, or a person in the background the annotators left out: an unmasked face there makes a
 photo labelled "everyone masked" look unmasked to the model). Matching each crop to the annotated boxes
 separates them: the per-face mask AUC (with_mask against without_mask and incorrect, by face height),
-P(masked) by annotated state, and the photo AUC again with every unannotated detection answered "masked",
-which shows what those detections cost against these labels.
+P(masked) by annotated state, the photo AUC again with every unannotated detection answered "masked",
+which shows what those detections cost against these labels, and the face-stage ceiling of the same photos:
+the photo AUC of a model that knew every found face's state, which a photo labelled unmasked whose
+unmasked faces were all missed caps (so a hold-out of a hundred photos can be told hard from unlucky).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ class FaceScores:
                 f"unmasked (P < 0.5), in {s['masked_photos_with_unannotated_unmasked']} photos labelled masked. Photo "
                 f"mask AUC {s['photo_auc']:.3f} on the {s['photos_scored']} photos with a face found "
                 f"({s['photos_without_face']} without one left out), {s['photo_auc_unannotated_masked']:.3f} with "
-                "every unannotated face answered masked")
+                f"every unannotated face answered masked; face-stage ceiling {s['photo_auc_ceiling']:.3f} on those "
+                f"photos (in {s['unmasked_photos_none_found']} of the {s['photos_unmasked']} labelled unmasked, no "
+                "annotated unmasked face was found)")
 
 
 def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequence[str], crop_probs: np.ndarray,
@@ -75,7 +79,11 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
     low = other[other["p"] < 0.5]
     bags = bag_probabilities(crop_probs, counts)
     answered = bag_probabilities(np.where(known_p & unannotated, 1.0, crop_probs), counts)
-    rows = (labels >= 0) & np.isfinite(bags)  # the same photos for both photo AUCs
+    rows = (labels >= 0) & np.isfinite(bags)  # the same photos for every photo AUC
+    # photos labelled unmasked of which a crop found an annotated unmasked (or incorrectly masked) face
+    bare = faces.loc[known_p & ~unannotated & (faces["state"] != "with_mask").to_numpy(), "row"].unique()
+    found_bare = np.isin(np.arange(len(counts)), bare)
+    unmasked_rows, none_found = rows & (labels == 0), rows & (labels == 0) & ~found_bare
     summary = {
         "faces": int(known_p.sum()), "annotated": int(len(scored)), "face_auc": auc_or_nan(masked, p_scored),
         "mean_p_by_state": faces[known_p].groupby("state")["p"].mean().reindex([*STATES, UNANNOTATED]).dropna()
@@ -85,6 +93,11 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
         "photos_scored": int(rows.sum()), "photos_without_face": int(((labels >= 0) & (counts == 0)).sum()),
         "photo_auc": auc_or_nan(labels[rows], bags[rows]),
         "photo_auc_unannotated_masked": auc_or_nan(labels[rows], answered[rows]),
+        # what `score_detections` calls face_mask_auc_ceiling, on these photos and their labels: one whose
+        # unmasked faces were all missed ties with the masked ones (graded answers can rank it a little lower)
+        "photos_unmasked": int(unmasked_rows.sum()), "unmasked_photos_none_found": int(none_found.sum()),
+        "photo_auc_ceiling": (float(1 - none_found.sum() / unmasked_rows.sum() / 2)
+                              if unmasked_rows.any() and (rows & (labels == 1)).any() else float("nan")),
     }
     return FaceScores(faces, by_height, summary)
 
