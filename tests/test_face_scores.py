@@ -66,7 +66,7 @@ def test_face_auc_unannotated_detections_and_what_they_cost(tmp_path):
     assert "face mask AUC" in str(s) and "face-stage ceiling 1.000" in str(s)
     assert s.summary["photos_unmasked"] == 2 and s.summary["unmasked_photos_none_found"] == 0
     fig = plot_face_scores({"out-of-fold": s})
-    assert len(fig.axes) == 1
+    assert len(fig.axes) == 1 and "ceiling 1.000" in fig.axes[0].get_title()
 
 
 def test_probabilities_that_do_not_fit_the_crops_are_refused(tmp_path):

@@ -114,7 +114,9 @@ def plot_face_scores(scores: dict[str, FaceScores], name: str | None = None):
             p = sc.faces.loc[sc.faces["state"] == state, "p"].dropna()
             if len(p):
                 ax.hist(p, bins=edges, histtype="step", lw=1.8, color=colour, density=True, label=f"{state} ({len(p)})")
-        ax.set_title(f"{title}: face mask AUC {sc.summary['face_auc']:.3f}")
+        s = sc.summary
+        ax.set_title(f"{title}: face mask AUC {s['face_auc']:.3f}\nphoto mask AUC {s['photo_auc']:.3f}, face-stage "
+                     f"ceiling {s['photo_auc_ceiling']:.3f}", fontsize=10)
         ax.set_xlabel("P(masked)")
         ax.set_ylabel("density")
         ax.legend(fontsize=8)
