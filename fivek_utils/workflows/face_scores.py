@@ -84,6 +84,7 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
     bare = faces.loc[known_p & ~unannotated & (faces["state"] != "with_mask").to_numpy(), "row"].unique()
     found_bare = np.isin(np.arange(len(counts)), bare)
     unmasked_rows, none_found = rows & (labels == 0), rows & (labels == 0) & ~found_bare
+    knew_found = np.where(found_bare, 0.0, 1.0)  # a model that knew the state of every face found
     summary = {
         "faces": int(known_p.sum()), "annotated": int(len(scored)), "face_auc": auc_or_nan(masked, p_scored),
         "mean_p_by_state": faces[known_p].groupby("state")["p"].mean().reindex([*STATES, UNANNOTATED]).dropna()
@@ -93,11 +94,10 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
         "photos_scored": int(rows.sum()), "photos_without_face": int(((labels >= 0) & (counts == 0)).sum()),
         "photo_auc": auc_or_nan(labels[rows], bags[rows]),
         "photo_auc_unannotated_masked": auc_or_nan(labels[rows], answered[rows]),
-        # what `score_detections` calls face_mask_auc_ceiling, on these photos and their labels: one whose
+        # what `score_detections` calls face_mask_auc_ceiling, on these photos and their labels: a photo whose
         # unmasked faces were all missed ties with the masked ones (graded answers can rank it a little lower)
         "photos_unmasked": int(unmasked_rows.sum()), "unmasked_photos_none_found": int(none_found.sum()),
-        "photo_auc_ceiling": (float(1 - none_found.sum() / unmasked_rows.sum() / 2)
-                              if unmasked_rows.any() and (rows & (labels == 1)).any() else float("nan")),
+        "photo_auc_ceiling": auc_or_nan(labels[rows], knew_found[rows]),
     }
     return FaceScores(faces, by_height, summary)
 
