@@ -99,3 +99,20 @@ def test_a_head_leaves_out_an_image_model_at_chance_and_keeps_one_that_knows():
     X, labels, image, ids, folds = toy(seed=1, image_mask=lambda m, f, r: 0.1 + 0.8 * m + r.normal(0, 0.05, len(f)))
     kept = fit_stacker(X, labels, ids, folds)
     assert "image_mask" in kept.inputs_of("mask") and kept.coefficients().loc["image_mask", "mask"] > 0.5
+
+
+def test_the_mask_head_leaves_out_the_gaps_it_cannot_use_and_keeps_a_size_that_tells_the_mask():
+    # the toy's mask is told by the face model alone: its gaps and sizes are noise to the mask head, and
+    # the distancing head needs the gaps
+    X, labels, image, ids, folds = toy(n=240, seed=2)
+    stacker = fit_stacker(X, labels, ids, folds)
+    assert stacker.inputs_of("mask") == ["face_mask", "faces"]
+    assert "gap_min" in stacker.inputs_of("distancing")
+    assert Stacker.from_json(json.loads(json.dumps(stacker.to_json()))).inputs == stacker.inputs
+    # the smallest face tells the mask as well as the face model does (small faces: masked here)
+    X, labels, image, ids, folds = toy(n=240, seed=2)
+    mask = labels[:, 0]
+    X["face_min"] = np.where(np.isfinite(X["face_mask"]), np.log(np.where(mask == 1, 0.05, 0.2))
+                             + np.random.default_rng(3).normal(0, 0.3, len(X)), np.nan)
+    with_size = fit_stacker(X, labels, ids, folds)
+    assert "face_min" in with_size.inputs_of("mask")
