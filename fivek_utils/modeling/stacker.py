@@ -170,17 +170,18 @@ def input_sets() -> dict[str, list[str]]:
             "the bag and the face count": [f for f in every if f in FACE_INPUTS]}
 
 
-def choose_inputs(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, *, C: float = 1.0) -> tuple[list[str], dict]:
-    """The set of `input_sets` whose pipeline predicts the held-out folds best (lowest cross-validated log
-    loss; a tie keeps the larger set), and every set's loss. With fewer than two folds, or a fold whose
-    other folds hold one class only, every feature is kept."""
+def choose_inputs(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, *,
+                  C: float = 1.0) -> tuple[str, list[str], dict[str, float]]:
+    """The name and inputs of the set of `input_sets` whose pipeline predicts the held-out folds best
+    (lowest cross-validated log loss; a tie keeps the larger set), and every set's loss. With fewer than
+    two folds, or a fold whose other folds hold one class only, every feature is kept."""
     sets = input_sets()
     folds = np.asarray(folds)
     if len(np.unique(folds)) < 2 or any(len(np.unique(y[folds != k])) < 2 for k in np.unique(folds)):
-        return sets["every input"], {}
+        return "every input", sets["every input"], {}
     losses = {name: _cv_log_loss(X[cols].to_numpy(dtype=float), y, folds, C) for name, cols in sets.items()}
     best = min(losses, key=lambda name: (round(losses[name], 12), -len(sets[name])))
-    return sets[best], losses
+    return best, sets[best], losses
 
 
 def fit_stacker(X: pd.DataFrame, labels: np.ndarray, ids: Sequence, folds: np.ndarray, *, C: float = 1.0,
@@ -205,9 +206,8 @@ def fit_stacker(X: pd.DataFrame, labels: np.ndarray, ids: Sequence, folds: np.nd
             heads[h] = None
             continue
         Xh = X.loc[use].reset_index(drop=True)
-        inputs[h], losses = choose_inputs(Xh, y, folds[use], C=C)
+        chosen, inputs[h], losses = choose_inputs(Xh, y, folds[use], C=C)
         if verbose and losses and len(inputs[h]) < len(STACK_FEATURES):
-            chosen = next(name for name, cols in input_sets().items() if cols == inputs[h])
             others = ", ".join(f"{name} {loss:.3f}" for name, loss in losses.items() if name != chosen)
             print(f"stacker: the {h} head reads {', '.join(inputs[h])} ({chosen}: cross-validated log loss "
                   f"{losses[chosen]:.3f}; {others})")
