@@ -129,3 +129,30 @@ def test_the_ceiling_counts_photos_labelled_unmasked_whose_unmasked_faces_were_a
     # one class of photos only: no ceiling, as no AUC
     s = score_face_model(det, boxes, ["a.jpg", "c.jpg"], np.array([0.9, 0.95, 0.1]), np.array([1, 2]), np.array([0, 0]))
     assert np.isnan(s.summary["photo_auc_ceiling"])
+
+
+def test_bare_faces_and_masks_worn_wrong_are_scored_apart_face_by_face_and_photo_by_photo(tmp_path):
+    boxes, det = make_set(tmp_path)
+    more = pd.read_csv(tmp_path / "faces.csv")
+    more = pd.concat([more, pd.DataFrame([
+        ("d.jpg", 0, 0, 30, 30, "with_mask"),
+        # photo e is unmasked through a bare face the detector missed: its kind comes from the boxes, not the crops
+        ("e.jpg", 0, 0, 30, 30, "with_mask"), ("e.jpg", 100, 0, 112, 12, "without_mask"),
+    ], columns=more.columns)])
+    more.to_csv(tmp_path / "faces.csv", index=False)
+    boxes = load_boxes(tmp_path / "faces.csv")
+    det.images["d.jpg"] = ImageFaces("d.jpg", 200, 100, [Face((0, 0, 30, 30), 0.9)])
+    det.images["e.jpg"] = ImageFaces("e.jpg", 200, 100, [Face((0, 0, 30, 30), 0.9)])
+    fnames = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+    labels = np.array([0, 0, 1, 1, 0])
+    # crops: a (without, with), b (incorrect, with), c (with, unannotated), d (with), e (with)
+    p = np.array([0.2, 0.9, 0.8, 0.7, 0.95, 0.9, 0.5, 0.6])
+    s = score_face_model(det, boxes, fnames, p, np.array([2, 2, 2, 1, 1]), labels)
+    assert s.summary["faces_by_state"] == {"without_mask": 1, "incorrect": 1}
+    # masked faces 0.9, 0.7, 0.95, 0.5, 0.6: all above the bare face's 0.2, two of five above the worn-wrong 0.8
+    assert s.summary["face_auc_by_state"] == {"without_mask": 1.0, "incorrect": pytest.approx(0.4)}
+    # bags: a 0.18, b 0.56, c 0.855, d 0.5, e 0.6; the masked photos c and d against each kind
+    assert s.summary["photos_by_kind"] == {"bare": 2, "incorrect_only": 1}
+    assert s.summary["photo_auc_by_kind"]["bare"] == pytest.approx(roc_auc_score([1, 1, 0, 0], [0.855, 0.5, 0.18, 0.6]))
+    assert s.summary["photo_auc_by_kind"]["incorrect_only"] == pytest.approx(0.5)
+    assert "against masks worn wrong 0.400 (1)" in str(s) and "wear the mask wrong 0.500 (1)" in str(s)

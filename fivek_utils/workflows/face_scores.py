@@ -4,9 +4,11 @@ The face stage learns from photo labels only, so the photo AUC mixes three thing
 tells a mask from a face, which faces the detector missed, and the faces it found that nobody annotated
 (a false detection, or a person in the background the annotators left out: an unmasked face there makes a
 photo labelled "everyone masked" look unmasked to the model). Matching each crop to the annotated boxes
-separates them: the per-face mask AUC (with_mask against without_mask and incorrect, by face height),
-P(masked) by annotated state, the photo AUC again with every unannotated detection answered "masked",
-which shows what those detections cost against these labels, and the face-stage ceiling of the same photos:
+separates them: the per-face mask AUC (with_mask against without_mask and incorrect, by face height, and
+against each of the two states), P(masked) by annotated state, the photo AUC of the photos labelled unmasked
+by what makes them so (a bare face, or only masks worn below the nose) against the masked ones, the photo
+AUC again with every unannotated detection answered "masked", which shows what those detections cost
+against these labels, and the face-stage ceiling of the same photos:
 the photo AUC of a model that knew every found face's state, which a photo labelled unmasked whose
 unmasked faces were all missed caps (so a hold-out of a hundred photos can be told hard from unlucky).
 """
@@ -43,7 +45,13 @@ class FaceScores:
                 f"({s['photos_without_face']} without one left out), {s['photo_auc_unannotated_masked']:.3f} with "
                 f"every unannotated face answered masked; face-stage ceiling {s['photo_auc_ceiling']:.3f} on those "
                 f"photos (in {s['unmasked_photos_none_found']} of the {s['photos_unmasked']} labelled unmasked, no "
-                "annotated unmasked face was found)")
+                "annotated unmasked face was found).\n"
+                f"Face mask AUC against bare faces {s['face_auc_by_state']['without_mask']:.3f} "
+                f"({s['faces_by_state']['without_mask']}), against masks worn wrong "
+                f"{s['face_auc_by_state']['incorrect']:.3f} ({s['faces_by_state']['incorrect']}); photo mask AUC "
+                f"against the masked photos: photos with a bare face {s['photo_auc_by_kind']['bare']:.3f} "
+                f"({s['photos_by_kind']['bare']}), photos whose only unmasked faces wear the mask wrong "
+                f"{s['photo_auc_by_kind']['incorrect_only']:.3f} ({s['photos_by_kind']['incorrect_only']})")
 
 
 def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequence[str], crop_probs: np.ndarray,
@@ -74,6 +82,8 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
     by_height = pd.DataFrame([{"height": str(b), "faces": int((bins == b).sum()),
                                "unmasked": int(((bins == b) & (masked == 0)).sum()),
                                "face_auc": auc_or_nan(masked[bins == b], p_scored[bins == b])} for b in HEIGHT_LABELS])
+    state_of = scored["state"].to_numpy()
+    by_state = {st: (state_of == "with_mask") | (state_of == st) for st in STATES[1:]}
     labels = np.asarray(mask_labels, float)
     other = faces[known_p & unannotated]
     low = other[other["p"] < 0.5]
@@ -85,6 +95,13 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
     found_bare = np.isin(np.arange(len(counts)), bare)
     unmasked_rows, none_found = rows & (labels == 0), rows & (labels == 0) & ~found_bare
     knew_found = np.where(found_bare, 0.0, 1.0)  # a model that knew the state of every face found
+    # what makes a photo labelled unmasked so, from all its annotated faces (found or not): a bare face, or
+    # only masks worn wrong (the rarer state, and the nearer to a mask)
+    annotated = boxes[boxes["fname"].isin(set(fnames))]
+    has = {st: np.isin(np.asarray(fnames), annotated.loc[annotated["state"] == st, "fname"].unique()) for st in STATES[1:]}
+    kinds = {"bare": has["without_mask"], "incorrect_only": has["incorrect"] & ~has["without_mask"]}
+    masked_rows = rows & (labels == 1)
+    kind_rows = {k: masked_rows | (rows & (labels == 0) & v) for k, v in kinds.items()}
     summary = {
         "faces": int(known_p.sum()), "annotated": int(len(scored)), "face_auc": auc_or_nan(masked, p_scored),
         "mean_p_by_state": faces[known_p].groupby("state")["p"].mean().reindex([*STATES, UNANNOTATED]).dropna()
@@ -98,6 +115,10 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
         # unmasked faces were all missed ties with the masked ones (graded answers can rank it a little lower)
         "photos_unmasked": int(unmasked_rows.sum()), "unmasked_photos_none_found": int(none_found.sum()),
         "photo_auc_ceiling": auc_or_nan(labels[rows], knew_found[rows]),
+        "faces_by_state": {st: int((state_of == st).sum()) for st in STATES[1:]},
+        "face_auc_by_state": {st: auc_or_nan(masked[k], p_scored[k]) for st, k in by_state.items()},
+        "photos_by_kind": {k: int((rows & (labels == 0) & v).sum()) for k, v in kinds.items()},
+        "photo_auc_by_kind": {k: auc_or_nan(labels[r], bags[r]) for k, r in kind_rows.items()},
     }
     return FaceScores(faces, by_height, summary)
 
