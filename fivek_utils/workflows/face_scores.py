@@ -97,11 +97,10 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
     knew_found = np.where(found_bare, 0.0, 1.0)  # a model that knew the state of every face found
     # what makes a photo labelled unmasked so, from all its annotated faces (found or not): a bare face, or
     # only masks worn wrong (the rarer state, and the nearer to a mask)
-    annotated = boxes[boxes["fname"].isin(set(fnames))]
-    has = {st: np.isin(np.asarray(fnames), annotated.loc[annotated["state"] == st, "fname"].unique()) for st in STATES[1:]}
-    kinds = {"bare": has["without_mask"], "incorrect_only": has["incorrect"] & ~has["without_mask"]}
+    has = {st: np.isin(np.asarray(fnames), boxes.loc[boxes["state"] == st, "fname"].unique()) for st in STATES[1:]}
+    of_kind = {"bare": unmasked_rows & has["without_mask"],
+               "incorrect_only": unmasked_rows & has["incorrect"] & ~has["without_mask"]}
     masked_rows = rows & (labels == 1)
-    kind_rows = {k: masked_rows | (rows & (labels == 0) & v) for k, v in kinds.items()}
     summary = {
         "faces": int(known_p.sum()), "annotated": int(len(scored)), "face_auc": auc_or_nan(masked, p_scored),
         "mean_p_by_state": faces[known_p].groupby("state")["p"].mean().reindex([*STATES, UNANNOTATED]).dropna()
@@ -117,8 +116,9 @@ def score_face_model(detections: Detections, boxes: pd.DataFrame, fnames: Sequen
         "photo_auc_ceiling": auc_or_nan(labels[rows], knew_found[rows]),
         "faces_by_state": {st: int((state_of == st).sum()) for st in STATES[1:]},
         "face_auc_by_state": {st: auc_or_nan(masked[k], p_scored[k]) for st, k in by_state.items()},
-        "photos_by_kind": {k: int((rows & (labels == 0) & v).sum()) for k, v in kinds.items()},
-        "photo_auc_by_kind": {k: auc_or_nan(labels[r], bags[r]) for k, r in kind_rows.items()},
+        "photos_by_kind": {k: int(r.sum()) for k, r in of_kind.items()},
+        "photo_auc_by_kind": {k: auc_or_nan(labels[r | masked_rows], bags[r | masked_rows])  # against the masked
+                              for k, r in of_kind.items()},
     }
     return FaceScores(faces, by_height, summary)
 
