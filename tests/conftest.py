@@ -242,7 +242,8 @@ def run_fivek(*args, env=None, check=True):
 # build and train under Keras's JAX backend with TensorFlow unimportable (tests/test_backend_jax.py),
 # which is how the kit runs on a GPU machine without TensorFlow. A new model module belongs here.
 BACKEND_AGNOSTIC = ("modeling.catalog", "modeling.backbones", "modeling.layers", "modeling.losses",
-                    "modeling.models", "modeling.optim", "modeling.compiled", "modeling.face_model", "modeling.onet", "modeling.stacker",
+                    "modeling.models", "modeling.optim", "modeling.compiled", "modeling.face_model", "modeling.onet", "modeling.retinaface_trunk",
+                    "modeling.stacker",
                     "workflows.gpu_bench")
 UNIMPORTABLE = ("tensorflow", "keras_cv", "tensorflow_hub", "tf_keras")
 

@@ -95,11 +95,18 @@ def test_it_is_a_face_backbone_only():
 
 @pytest.mark.slow  # a fresh interpreter imports JAX: about 10 s
 def test_it_builds_with_its_weights_where_tensorflow_is_not_installed():
+    """And RetinaFace's trunk, whose weights are read from a TensorFlow graph, says what it needs there."""
     from conftest import run_without_tensorflow
 
     proc = run_without_tensorflow(
         "import numpy as np\n"
+        "from fivek_utils.core.config import ConfigError\n"
         "from fivek_utils.modeling.face_model import build_face_model\n"
         "m = build_face_model('mtcnn_onet', 'mtcnn')\n"
-        "print('logit', float(np.asarray(m(np.full((1, 40, 40, 3), 128.0, 'float32')))[0, 0]))\n")
+        "print('logit', float(np.asarray(m(np.full((1, 40, 40, 3), 128.0, 'float32')))[0, 0]))\n"
+        "try:\n"
+        "    build_face_model('retinaface_mobilenetv2', 'retinaface')\n"
+        "except ConfigError as exc:\n"
+        "    print('refused:', exc)\n")
     assert "logit" in proc.stdout
+    assert "refused: face_weights='retinaface'" in proc.stdout and "needs TensorFlow" in proc.stdout, proc.stdout

