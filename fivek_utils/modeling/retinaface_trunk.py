@@ -31,16 +31,14 @@ FEATURES = "block_13_expand_relu"
 def graph_arrays() -> dict[str, np.ndarray]:
     """Every constant of the trunk in the wheel's graph, by node name without PREFIX (read once a process)."""
     try:
-        import tensorflow as tf
         from tensorflow.python.framework import tensor_util
     except ImportError:
         raise ModelConfigError(f"face_weights={RETINAFACE_WEIGHTS!r}: the weights are read from RetinaFace's TensorFlow "
                                "graph, which needs TensorFlow installed (without it: face_backbone 'mtcnn_onet')") from None
 
-    from .retinaface import graph_path
+    from .retinaface import graph_path, read_graph_def
 
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(graph_path().read_bytes())
+    graph_def = read_graph_def(graph_path())
     return {n.name[len(PREFIX):]: tensor_util.MakeNdarray(n.attr["value"].tensor)
             for n in graph_def.node if n.op == "Const" and n.name.startswith(PREFIX)}
 
